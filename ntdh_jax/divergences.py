@@ -62,16 +62,18 @@ def _log_parts(z: jax.Array, is_target: jax.Array) -> _LogParts:
   # One exp pass shifted by the largest *non-target* logit: the non-target
   # normaliser lse_nt is then exact even when p_k rounds to 1, and the full
   # normaliser follows per row as lse = lse_nt + softplus(z_k - lse_nt).
-  z_nt = jnp.where(is_target, -jnp.inf, z)
-  shift = jax.lax.stop_gradient(jnp.max(z_nt, axis=-1, keepdims=True))
-  e = jnp.exp(z_nt - shift)
+  # Staying in the shifted domain keeps log p̂ consistent with p̂ to float32
+  # rounding of O(1) numbers, whatever the logits' magnitude.
+  shifted = z - jax.lax.stop_gradient(
+      jnp.max(jnp.where(is_target, -jnp.inf, z), axis=-1, keepdims=True))
+  e = jnp.exp(jnp.where(is_target, -jnp.inf, shifted))
   s = jnp.sum(e, axis=-1, keepdims=True)
-  lse_nt = jnp.log(s) + shift
-  d = jnp.sum(jnp.where(is_target, z, 0.0), axis=-1) - lse_nt[:, 0]
+  log_s = jnp.log(s)
+  d = jnp.sum(jnp.where(is_target, shifted, 0.0), axis=-1) - log_s[:, 0]
   return _LogParts(
       log_pk=jax.nn.log_sigmoid(d),
       log_1mpk=jax.nn.log_sigmoid(-d),
-      log_phat=z - lse_nt,
+      log_phat=shifted - log_s,
       phat=e / s)
 
 
