@@ -1,0 +1,107 @@
+"""The sweep axis: runs stacked on a leading axis, sharded over every device.
+
+A sweep chunk is a pytree whose leaves all have a leading axis of ``width``
+runs. That axis is split over a 1-D mesh named ``sweep`` spanning every device
+of every process (``NamedSharding(mesh, P("sweep"))``), and ``map_shards``
+trains each device's ``width / device_count`` runs where they lie: runs are
+independent, so devices never communicate.
+
+The same code serves one CPU, ``--xla_force_host_platform_device_count=8``,
+a multi-GPU host or a multi-host TPU slice; only the device count changes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+AXIS = "sweep"
+
+
+def sweep_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named ``sweep`` over ``devices`` (default: all, all hosts).
+
+  The axis is ``Auto`` on purpose: ``jax.make_mesh`` defaults to ``Explicit``
+  axes, under which a vmapped gather (label lookup) fails to trace.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (AXIS,), axis_types=(AxisType.Auto,))
+
+
+def stacked(mesh: Mesh) -> NamedSharding:
+  """Sharding of every stacked leaf: leading axis split over ``sweep``."""
+  return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def padded_width(num_runs: int, mesh: Mesh, block: int = 1) -> int:
+  """Smallest multiple of ``devices * block`` holding ``num_runs`` runs."""
+  multiple = mesh.devices.size * block
+  return -(-num_runs // multiple) * multiple
+
+
+def put(tree: Any, mesh: Mesh) -> Any:
+  """Host arrays ``[width, ...]`` -> global arrays sharded over ``sweep``.
+
+  Every process passes the same full arrays and keeps only the shards of its
+  own devices, which works on one host and on many alike.
+  """
+  sharding = stacked(mesh)
+
+  def one(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+  return jax.tree.map(one, tree)
+
+
+def map_shards(fn: Callable, mesh: Mesh) -> Callable:
+  """``fn`` on stacked global arrays, run shard by shard on their devices.
+
+  ``fn`` maps arrays ``[n, ...]`` to arrays ``[n, ...]`` run by run. Each
+  device of this process runs the same single-device executable of ``fn``
+  on its own shard; the results are assembled into global arrays sharded
+  over ``sweep`` again.
+
+  Why not one SPMD program (``jit`` over the mesh, or ``shard_map``): XLA
+  compiles a partitioned program differently from a single-device one
+  (other fusions and algebraic rewrites), so a run's last bits would depend
+  on the device count. Here they do not. The price is one XLA compile per
+  local device (run in parallel; tracing happens once).
+  """
+  jitted = jax.jit(fn)
+  sharding = stacked(mesh)
+  devices = [d for d in mesh.devices.flat
+             if d.process_index == jax.process_index()]
+
+  def shard_on(device):
+    return lambda x: next(s.data for s in x.addressable_shards
+                          if s.device == device)
+
+  def assemble(*parts):
+    shape = (parts[0].shape[0] * mesh.devices.size,) + parts[0].shape[1:]
+    return jax.make_array_from_single_device_arrays(shape, sharding,
+                                                    list(parts))
+
+  def call(*args):
+    def on(device):
+      return jitted(*jax.tree.map(shard_on(device), args))
+    # The first device traces; the others only compile, concurrently (XLA
+    # releases the GIL), then every later call just dispatches.
+    first = on(devices[0])
+    with concurrent.futures.ThreadPoolExecutor(len(devices)) as pool:
+      outs = [first] + list(pool.map(on, devices[1:]))
+    return jax.tree.map(assemble, *outs)
+  return call
+
+
+def fetch(tree: Any) -> Any:
+  """Global arrays -> full NumPy arrays on every process."""
+  def one(x):
+    if x.is_fully_addressable:
+      return np.asarray(jax.device_get(x))
+    return multihost_utils.process_allgather(x, tiled=True)
+  return jax.tree.map(one, tree)

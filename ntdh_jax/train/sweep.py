@@ -1,0 +1,383 @@
+"""The sweep engine: thousands of runs as a few compiled, sharded programs.
+
+``run_sweep(specs, workdir, build_program=...)`` trains every ``RunSpec``:
+
+* Runs sharing a ``signature`` (stage + static) form a group, trained by one
+  vmapped program: ``init`` / ``segment`` / ``finish`` of the group's
+  ``Program`` mapped over a leading run axis (hparams ``f32[width]`` per
+  name, seeds ``i32[width]`` turned into ``jax.random.key(seed)`` inside,
+  inputs = the stacked upstream outputs).
+* A group is cut into chunks of ``chunk_size`` runs in a fixed order; every
+  chunk is padded (repeating its first run) to the group's ``width``, a
+  multiple of ``devices * vmap_size``, so all chunks reuse the same
+  executables. Padding rows are computed and dropped.
+* The run axis is sharded over a 1-D ``sweep`` mesh of all devices and each
+  device trains its own runs, ``vmap_size`` at a time (``sharding.py``);
+  runs never communicate. With a fixed ``vmap_size`` a run's bits do not
+  depend on the device count.
+* Groups run in order of depth in the ``needs`` graph: a run's upstream
+  finished earlier (or in a previous launch of the same workdir).
+
+Files under ``workdir``::
+
+  results.jsonl                  one row per run (``results.py``)
+  sweep.json                     fingerprint of the config that made it
+  chunks/<chunk-id>/<step>/      latest carry + history of an unfinished chunk
+  outputs/<signature>/<chunk-id>/0/   stacked ``outputs`` of a finished chunk
+
+``chunk-id`` hashes the signature and the run ids of the chunk, so a relaunch
+finds the same chunks under the same names.
+
+Resume protocol (a SIGKILL at any moment loses no run and duplicates none):
+
+1. Every ``segments_per_call`` segments the chunk saves ``{carry, history}``
+   as step = segments done (orbax: atomic, only the newest kept).
+2. After ``finish`` it saves the outputs, then appends all the chunk's rows in
+   one atomic write, then deletes the chunk checkpoints.
+3. On relaunch a chunk whose runs are all in ``results.jsonl`` is skipped;
+   any other restarts from its newest checkpoint (or from ``init``; also when
+   the checkpoint does not fit, e.g. after a relaunch on another device
+   count). Outputs already saved are kept (recomputing gives the same bits).
+
+All steps are deterministic, so a resumed sweep gives bit-identical rows.
+
+Launching on several devices and hosts
+--------------------------------------
+One host: ``ntdh-sweep --config ... --workdir ...`` uses every visible
+device (all GPUs of the host; on CPU, ``XLA_FLAGS=
+--xla_force_host_platform_device_count=8`` makes 8). Several hosts (a GPU
+cluster, a TPU pod slice): every host runs the *same* command with
+``--multihost``, which calls ``jax.distributed.initialize()`` first; on TPU
+slices (``gcloud compute tpus tpu-vm ssh NAME --worker=all
+--command="ntdh-sweep ... --multihost"``), under SLURM (``srun``) and Open MPI
+(``mpirun``) the coordinator and process ids are detected automatically. The
+workdir must be one filesystem all hosts see (NFS, GCS FUSE). Every process
+takes part in the (collective) orbax saves; only process 0 writes
+``results.jsonl`` and ``sweep.json`` and shows progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from typing import Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+import tqdm
+from jax.experimental import multihost_utils
+
+from ntdh_jax.train import checkpoint, sharding
+from ntdh_jax.train.program import Program, RunSpec
+from ntdh_jax.train.results import ResultsStore, flatten_dict
+
+CHUNKS = "chunks"
+OUTPUTS = "outputs"
+_INT32 = np.iinfo(np.int32)
+
+
+def chunk_id(signature: str, run_ids: Sequence[str]) -> str:
+  """Stable name of a chunk: the same runs always map to the same id."""
+  text = json.dumps([signature, list(run_ids)])
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _dedupe(specs: Sequence[RunSpec]) -> list[RunSpec]:
+  return list({s.run_id: s for s in reversed(specs)}.values())[::-1]
+
+
+def _groups(specs: list[RunSpec], finished: Mapping[str, dict],
+            workdir: str) -> list[list[RunSpec]]:
+  """Runs grouped by (depth in the ``needs`` graph, signature), in run order.
+
+  Both the grouping and the order inside a group depend only on the specs
+  (never on what is already finished), so chunks are the same on every
+  launch. Runs are ordered by their upstream's order first, so a downstream
+  chunk reads few upstream output chunks.
+  """
+  by_id = {s.run_id: s for s in specs}
+  keys: dict[str, tuple] = {}
+
+  def key(spec: RunSpec) -> tuple:
+    if spec.run_id not in keys:
+      if spec.needs in by_id:
+        keys[spec.run_id] = key(by_id[spec.needs]) + (spec.run_id,)
+      else:
+        if spec.needs is not None and spec.needs not in finished:
+          raise ValueError(
+              f"Run {spec.run_id} (stage {spec.stage!r}) needs run "
+              f"{spec.needs}, which is neither in this sweep nor finished in "
+              f"{workdir}.")
+        keys[spec.run_id] = (spec.needs or "", spec.run_id)
+    return keys[spec.run_id]
+
+  groups: dict[tuple, list[RunSpec]] = {}
+  for spec in sorted(specs, key=key):
+    groups.setdefault((len(key(spec)), spec.stage, spec.signature),
+                      []).append(spec)
+  return [groups[g] for g in sorted(groups)]
+
+
+def _stack_hparams(chunk: Sequence[RunSpec]) -> dict[str, np.ndarray]:
+  names = set(chunk[0].hparams_dict)
+  for spec in chunk:
+    if set(spec.hparams_dict) != names:
+      raise ValueError(
+          f"Runs {chunk[0].run_id} and {spec.run_id} share signature "
+          f"{spec.signature} but not hyperparameter names: "
+          f"{sorted(names)} vs {sorted(spec.hparams_dict)}.")
+  return {n: np.asarray([s.hparams_dict[n] for s in chunk], np.float32)
+          for n in sorted(names)}
+
+
+def _stack_seeds(chunk: Sequence[RunSpec]) -> np.ndarray:
+  for spec in chunk:
+    if not _INT32.min <= spec.seed <= _INT32.max:
+      raise ValueError(f"Run {spec.run_id} has seed {spec.seed}; seeds must "
+                       "fit in int32 to be traced.")
+  return np.asarray([s.seed for s in chunk], np.int32)
+
+
+def _remove(path: str) -> None:
+  """Deletes a directory (process 0) and waits until every process sees it."""
+  if jax.process_index() == 0:
+    shutil.rmtree(path, ignore_errors=True)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"remove {path}")
+
+
+class _Group:
+  """One signature's program compiled for chunks of ``width`` runs.
+
+  Each piece maps stacked arrays ``[width, ...]`` run by run and runs on the
+  devices via ``sharding.map_shards``; ``carry`` and ``metrics`` are the
+  abstract shapes of a chunk's state and of one segment's metrics.
+  """
+
+  def __init__(self, program: Program, hparams: Sequence[str], mesh,
+               width: int, segments_per_call: int, vmap_size: int | None):
+    self.program = program
+    self.mesh = mesh
+    self.width = width
+    self.segments_per_call = segments_per_call
+    self.vmap_size = vmap_size
+    self.cache = {}  # outputs path -> restored upstream outputs (host)
+    self._advance = {}
+    init = self._blocked(lambda hp, seed, inputs: program.init(
+        hp, jax.random.key(seed), inputs))
+    self.init = sharding.map_shards(init, mesh)
+    self.finish = sharding.map_shards(self._blocked(program.finish), mesh)
+    hp = {n: self._abstract((), np.float32) for n in hparams}
+    inputs = None if program.input_spec is None else jax.tree.map(
+        lambda s: self._abstract(s.shape, s.dtype), program.input_spec)
+    self.carry = jax.eval_shape(init, hp, self._abstract((), np.int32),
+                                inputs)
+    self.carry = jax.tree.map(lambda a: self._abstract(a.shape[1:], a.dtype),
+                              self.carry)
+    self.metrics = jax.eval_shape(self._advance_fn(1), self.carry, hp)[1]
+
+  def _abstract(self, shape, dtype) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((self.width,) + tuple(shape), dtype,
+                                sharding=sharding.stacked(self.mesh))
+
+  def _blocked(self, fn):
+    """``fn`` of one run -> of ``[n]`` runs, vmapped ``vmap_size`` at a time
+    (default: all ``n``). The block shape fixes a run's floating-point bits
+    (XLA picks kernels by shape), however many devices share the chunk."""
+    def run(*args):
+      width = jax.tree.leaves(args)[0].shape[0]
+      return jax.lax.map(lambda a: fn(*a), args,
+                         batch_size=self.vmap_size or width)
+    return run
+
+  def _advance_fn(self, segments: int):
+    def run(carry, hp):
+      return jax.lax.scan(lambda c, _: self.program.segment(c, hp), carry,
+                          None, length=segments)
+    return self._blocked(run)
+
+  def advance(self, segments: int):
+    """``(carry, hp) -> (carry, {metric: [width, segments]})``, compiled once
+    per distinct ``segments`` (at most two: the call size and a remainder)."""
+    if segments not in self._advance:
+      self._advance[segments] = sharding.map_shards(
+          self._advance_fn(segments), self.mesh)
+    return self._advance[segments]
+
+  def inputs(self, chunk, rows, workdir):
+    """Upstream outputs of each run, stacked ``[width, ...]`` on the host."""
+    if self.program.input_spec is None:
+      return None
+    sources = [(rows[s.needs]["outputs.path"], rows[s.needs]["outputs.index"])
+               for s in chunk]
+    self.cache = {p: self.cache[p] for p, _ in sources if p in self.cache}
+    for path, _ in sources:
+      if path not in self.cache:
+        self.cache[path] = self._restore_outputs(path, chunk, rows, workdir)
+    per_run = [jax.tree.map(lambda x, i=i: x[i], self.cache[p])
+               for p, i in sources]
+    return jax.tree.map(lambda *xs: np.stack(xs), *per_run)
+
+  def _restore_outputs(self, path, chunk, rows, workdir):
+    run = next(s for s in chunk if rows[s.needs]["outputs.path"] == path)
+    directory = os.path.join(workdir, path)
+    leaves = jax.tree.leaves(checkpoint.saved_spec(directory))
+    stored_width = leaves[0].shape[0] if leaves else 0
+    abstract = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct((stored_width,) + tuple(s.shape),
+                                       s.dtype), self.program.input_spec)
+    try:
+      return jax.device_get(checkpoint.restore(directory, abstract))
+    except ValueError as e:
+      raise ValueError(
+          f"Outputs of run {run.needs} ({directory}) do not fit the "
+          f"input_spec of run {run.run_id} (stage {run.stage!r}): {e}") from e
+
+
+def _check_needs(group: Sequence[RunSpec], program: Program) -> None:
+  for spec in group:
+    if (spec.needs is None) != (program.input_spec is None):
+      has = "needs an upstream run" if spec.needs else "needs no upstream run"
+      raise ValueError(
+          f"Run {spec.run_id} (stage {spec.stage!r}) {has} but its program "
+          f"has input_spec={program.input_spec!r}; runs take inputs exactly "
+          "when their program declares an input_spec.")
+
+
+def _run_chunk(group: _Group, chunk: list[RunSpec], cid: str,
+               rows: Mapping[str, dict], workdir: str) -> list[dict]:
+  """Trains one chunk (resuming from its checkpoint) and returns its rows."""
+  padded = chunk + [chunk[0]] * (group.width - len(chunk))
+  hp, seeds = sharding.put((_stack_hparams(padded), _stack_seeds(padded)),
+                           group.mesh)
+  total = group.program.num_segments
+  # Host copy of the curves: [width, num_segments] per metric.
+  history = {m: np.zeros((group.width, total), a.dtype)
+             for m, a in group.metrics.items()}
+
+  directory = os.path.join(workdir, CHUNKS, cid)
+  done = checkpoint.latest_step(directory)
+  state = None
+  if done is not None:
+    try:
+      state = checkpoint.restore(
+          directory, {"carry": group.carry, "history": history}, done)
+      logging.info("Chunk %s resumes at segment %d/%d.", cid, done, total)
+    except ValueError as e:  # e.g. relaunched on another device count
+      logging.warning("Chunk %s restarts; its checkpoint is unusable: %s",
+                      cid, e)
+      _remove(directory)
+  if state is None:
+    done = 0
+    inputs = group.inputs(padded, rows, workdir)
+    if inputs is not None:
+      inputs = sharding.put(inputs, group.mesh)
+    carry = group.init(hp, seeds, inputs)
+  else:
+    carry = state["carry"]
+    history = {m: np.array(v) for m, v in state["history"].items()}
+
+  while done < total:
+    calls = min(group.segments_per_call, total - done)
+    carry, new = group.advance(calls)(carry, hp)
+    for name, values in sharding.fetch(new).items():
+      history[name][:, done:done + calls] = values
+    done += calls
+    checkpoint.save(directory, done, {"carry": carry, "history": history},
+                    keep=1)
+
+  final, outputs = group.finish(carry, hp)
+  outputs_path = os.path.join(OUTPUTS, chunk[0].signature, cid)
+  if checkpoint.latest_step(os.path.join(workdir, outputs_path)) is None:
+    checkpoint.save(os.path.join(workdir, outputs_path), 0, outputs)
+  final = sharding.fetch(final)
+  return [_row(spec, i, final, history, outputs_path)
+          for i, spec in enumerate(chunk)]
+
+
+def _row(spec: RunSpec, index: int, final: Mapping, history: Mapping,
+         outputs_path: str) -> dict:
+  """The results row of run ``index`` of a chunk."""
+  row = {"run_id": spec.run_id, "stage": spec.stage,
+         "signature": spec.signature, "seed": spec.seed, "needs": spec.needs}
+  row.update({f"hp.{k}": v for k, v in spec.hparams})
+  row.update(flatten_dict(spec.static_dict, "static."))
+  row.update(flatten_dict(spec.tags_dict, "tag."))
+  row.update({f"final.{k}": float(v[index]) for k, v in final.items()})
+  row.update({f"history.{k}": [float(x) for x in v[index]]
+              for k, v in history.items()})
+  row.update({"outputs.path": outputs_path, "outputs.index": index})
+  return row
+
+
+def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
+              build_program: Callable[[str, dict], Program],
+              chunk_size: int = 256, segments_per_call: int = 1,
+              vmap_size: int | None = None, progress: bool = True,
+              fingerprint: Mapping | None = None,
+              mesh: jax.sharding.Mesh | None = None) -> list[dict]:
+  """Trains every run of ``specs`` not yet finished in ``workdir``.
+
+  Args:
+    specs: the runs; duplicates (same ``run_id``) run once.
+    workdir: where results, checkpoints and outputs live; relaunching into it
+      resumes.
+    build_program: ``(stage, static) -> Program``, called once per signature.
+    chunk_size: runs trained together at most (bounded by device memory).
+    segments_per_call: segments per compiled call; the chunk is checkpointed
+      after each call, so this is also the checkpoint interval.
+    vmap_size: runs vectorised together on one device (``None``: all of its
+      share of the chunk). A run's floating-point bits depend on this block
+      shape, so fixing it makes results bit-identical on any device count;
+      chunks are then padded to a multiple of ``devices * vmap_size``.
+    progress: show a tqdm bar of runs done / total (with runs/s).
+    fingerprint: JSON-able description of the config; a workdir created with
+      another one is refused (see ``ResultsStore.check_fingerprint``).
+    mesh: a 1-D mesh named ``sweep`` (default: all devices).
+
+  Returns:
+    One results row per distinct run, in the order of ``specs``.
+  """
+  for name, value in (("chunk_size", chunk_size),
+                      ("segments_per_call", segments_per_call),
+                      ("vmap_size", vmap_size or 1)):
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}.")
+  specs = _dedupe(specs)
+  writer = jax.process_index() == 0
+  store = ResultsStore(workdir)
+  if fingerprint is not None:
+    store.check_fingerprint(fingerprint, create=writer)
+  rows = store.load()
+  groups = _groups(specs, rows, workdir)
+  mesh = sharding.sweep_mesh() if mesh is None else mesh
+  with tqdm.tqdm(total=len(specs), unit="run", desc="sweep",
+                 initial=sum(s.run_id in rows for s in specs),
+                 disable=not (progress and writer)) as bar:
+    for group in groups:
+      if all(s.run_id in rows for s in group):
+        continue
+      program = build_program(group[0].stage, group[0].static_dict)
+      _check_needs(group, program)
+      compiled = _Group(
+          program, _stack_hparams(group).keys(), mesh,
+          sharding.padded_width(min(chunk_size, len(group)), mesh,
+                                vmap_size or 1),
+          segments_per_call, vmap_size)
+      for start in range(0, len(group), chunk_size):
+        chunk = group[start:start + chunk_size]
+        cid = chunk_id(chunk[0].signature, [s.run_id for s in chunk])
+        if any(s.run_id not in rows for s in chunk):
+          new = [r for r in _run_chunk(compiled, chunk, cid, rows, workdir)
+                 if r["run_id"] not in rows]
+          if writer:
+            store.append(new)
+          rows.update((r["run_id"], r) for r in new)
+          bar.update(len(new))
+          _remove(os.path.join(workdir, CHUNKS, cid))
+  # Also clears checkpoints of chunks killed after their rows were written.
+  _remove(os.path.join(workdir, CHUNKS))
+  return [rows[s.run_id] for s in specs]
