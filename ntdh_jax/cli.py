@@ -1,0 +1,73 @@
+"""``ntdh-sweep``: run a sweep config into a workdir (resuming if relaunched).
+
+  ntdh-sweep --config sweeps/configs/NAME.py[:arg] --workdir DIR \\
+      [--config.key=value ...] [--chunk_size N] [--segments_per_call K] \\
+      [--vmap_size V] [--no-progress] [--multihost]
+
+Everything else is importable: ``ntdh_jax.config`` loads the config and
+``ntdh_jax.experiments.run`` plans, sweeps and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+import jax
+
+from ntdh_jax import config as config_lib
+from ntdh_jax import experiments
+
+
+def _parse_flags(argv: Sequence[str] | None):
+  parser = argparse.ArgumentParser(
+      prog="ntdh-sweep",
+      description="Run a sweep config into a workdir (resuming if relaunched).",
+      epilog="--config.KEY=VALUE overrides a field of the config (before the "
+             "config's get_hyper sweep is applied).")
+  parser.add_argument("--config", required=True,
+                      help="sweep config: path/to/NAME.py[:arg]")
+  parser.add_argument("--workdir", required=True,
+                      help="results, checkpoints and outputs; reuse to resume")
+  parser.add_argument("--chunk_size", type=int, default=256,
+                      help="runs trained together at most")
+  parser.add_argument("--segments_per_call", type=int, default=1,
+                      help="segments per compiled call = checkpoint interval")
+  parser.add_argument("--vmap_size", type=int, default=None,
+                      help="runs vectorised together per device; fix it for "
+                           "bit-identical results on any device count")
+  parser.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="hide the progress bar")
+  parser.add_argument("--multihost", action="store_true",
+                      help="call jax.distributed.initialize() first (run the "
+                           "same command on every host)")
+  flags, unknown = parser.parse_known_args(argv)
+  # --config.KEY=VALUE and --config.KEY VALUE become "KEY=VALUE" overrides.
+  overrides, rest = [], []
+  while unknown:
+    token = unknown.pop(0)
+    if token.startswith("--config.") and "=" in token:
+      overrides.append(token[2:])
+    elif token.startswith("--config.") and unknown:
+      overrides.append(f"{token[2:]}={unknown.pop(0)}")
+    else:
+      rest.append(token)
+  if rest:
+    parser.error(f"unrecognized arguments: {' '.join(rest)}")
+  return flags, overrides
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  flags, overrides = _parse_flags(argv)
+  if flags.multihost:
+    jax.distributed.initialize()
+  base, configs, fingerprint = config_lib.load_sweep(flags.config, overrides)
+  experiments.run(configs, flags.workdir, base=base,
+                  chunk_size=flags.chunk_size,
+                  segments_per_call=flags.segments_per_call,
+                  vmap_size=flags.vmap_size, progress=flags.progress,
+                  fingerprint=fingerprint)
+
+
+if __name__ == "__main__":
+  main()
