@@ -154,8 +154,15 @@ def test_cli_flags_collect_config_overrides():
     cli._parse_flags(["--config", "s.py", "--workdir", "w", "--bogus"])
 
 
-def test_unknown_experiment_lists_known_ones():
-  experiments.register("listed", experiments.ExperimentDef(
-      plan=list, build_program=None, report=None))
-  with pytest.raises(ValueError, match=r"Unknown experiment 'nope'.*'listed'"):
+def test_experiments_are_discovered_or_listed(tmp_path, monkeypatch):
+  # A stand-in package directory, so discovery imports only this module.
+  (tmp_path / "found_here.py").write_text(textwrap.dedent("""
+      from ntdh_jax import experiments
+      experiments.register("found", experiments.ExperimentDef(
+          plan=list, build_program=None, report=None))
+  """))
+  monkeypatch.setattr(experiments, "__path__", [str(tmp_path)])
+  monkeypatch.setattr(experiments, "EXPERIMENTS", {})
+  assert experiments.get("found").plan is list
+  with pytest.raises(ValueError, match=r"Unknown experiment 'nope'.*'found'"):
     experiments.get("nope")

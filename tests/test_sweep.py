@@ -1,0 +1,278 @@
+"""The sweep engine end to end on the toy teacher -> student pipeline.
+
+Proves: vmapped chunks == a Python loop of ``Program.train``; no retrace
+across chunks; padding never reaches the results; relaunches skip finished
+runs; a CLI sweep SIGKILLed twice resumes to bit-identical rows with no run
+lost or duplicated; 2 and 8 (``slow``) devices give the same bits as 1; the
+results table survives a torn write; mismatched upstream outputs, missing
+upstream runs and foreign configs are refused with the culprit named.
+"""
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import pytest
+
+from ntdh_jax import config as config_lib
+from ntdh_jax import experiments
+from ntdh_jax.train import sweep
+from ntdh_jax.train.program import RunSpec
+from ntdh_jax.train.results import ResultsStore
+from tests import toy_programs as tp
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A CLI sweep over the toy experiment: 3 teachers, 12 students.
+SWEEP_CONFIG = f'''
+import sys
+sys.path.insert(0, {REPO!r})
+from tests import toy_programs
+
+def get_config(arg=None):
+  c = toy_programs.get_config()
+  c.seeds = 3
+  c.segments = 6
+  return c
+
+def get_hyper(h):
+  return h.product([h.sweep("config.alpha", [0.0, 0.5]),
+                    h.sweep("config.student_lr", [0.3, 0.6])])
+'''
+# Chunks of 2 runs, checkpointed every 2 of their 6 segments.
+CLI_FLAGS = ["--chunk_size", "2", "--segments_per_call", "2", "--vmap_size",
+             "1", "--no-progress"]
+
+
+def _sweep(workdir, specs, **kwargs):
+  kwargs.setdefault("progress", False)
+  return sweep.run_sweep(specs, str(workdir), build_program=tp.build_program,
+                         **kwargs)
+
+
+def _lines(workdir):
+  path = os.path.join(workdir, "results.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path, "rb") as f:
+    return [line for line in f.read().split(b"\n") if line]
+
+
+def _rows_by_id(workdir):
+  rows = [json.loads(line) for line in _lines(workdir)]
+  by_id = {r["run_id"]: r for r in rows}
+  assert len(by_id) == len(rows), "duplicate rows"
+  return by_id
+
+
+def _cli(workdir, config_path, *, devices=1, cache=None):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  if cache:  # relaunches reuse the executables (the same bits) of the first
+    env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return subprocess.Popen(
+      [sys.executable, "-m", "ntdh_jax.cli", "--config", config_path,
+       "--workdir", str(workdir), *CLI_FLAGS],
+      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def sweep_config(tmp_path_factory):
+  path = tmp_path_factory.mktemp("config") / "toy_sweep.py"
+  path.write_text(SWEEP_CONFIG)
+  return str(path)
+
+
+class Reference(NamedTuple):
+  specs: list      # as planned, with duplicates (teachers are shared)
+  rows: dict       # run_id -> results row
+  traces: dict     # (stage, piece) -> times traced
+  workdir: str
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, sweep_config):
+  """The CLI's sweep run in this process, uninterrupted."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  base, configs, fingerprint = config_lib.load_sweep(sweep_config)
+  tp.TRACES.clear()
+  experiments.run(configs, workdir, base=base, chunk_size=2,
+                  segments_per_call=2, vmap_size=1, progress=False,
+                  fingerprint=fingerprint)
+  return Reference(tp.plan(configs), _rows_by_id(workdir), dict(tp.TRACES),
+                   workdir)
+
+
+def test_vmapped_sweep_matches_a_loop_of_train(reference):
+  assert len(reference.specs) == 24 and len(reference.rows) == 15
+  trains, outputs = {}, {}
+  for spec in reference.specs:  # teachers come before their students
+    row = reference.rows[spec.run_id]
+    if spec.signature not in trains:
+      trains[spec.signature] = jax.jit(
+          tp.build_program(spec.stage, spec.static_dict).train)
+    hparams = {k: np.float32(v) for k, v in spec.hparams}
+    final, history, outputs[spec.run_id] = trains[spec.signature](
+        hparams, jax.random.key(spec.seed), outputs.get(spec.needs))
+    # vmapping changes the last bit of some float32 losses (XLA batches the
+    # dots differently), hence a tolerance of a few ulps.
+    for name, value in final.items():
+      np.testing.assert_allclose(row[f"final.{name}"], value, rtol=1e-6)
+    for name, value in history.items():
+      np.testing.assert_allclose(row[f"history.{name}"], value, rtol=1e-6)
+    assert (row["stage"], row["seed"], row["needs"], row["tag.role"]) == (
+        spec.stage, spec.seed, spec.needs, spec.stage)
+    assert row["static.segments"] == 6
+    assert {k: row[f"hp.{k}"] for k in spec.hparams_dict} == spec.hparams_dict
+  teachers = [r for r in reference.rows.values() if r["stage"] == "teacher"]
+  assert all(r["final.accuracy"] > 0.5 for r in teachers)
+
+
+def test_no_retrace_across_chunks(reference):
+  chunks = {r["outputs.path"] for r in reference.rows.values()}
+  assert len(chunks) == 2 + 6  # teachers 2 + 1 (padded), students 6 x 2
+  # One trace for eval_shape and one for jit, however many chunks.
+  assert reference.traces == {(stage, piece): 2 if piece != "finish" else 1
+                              for stage in ("teacher", "student")
+                              for piece in ("init", "segment", "finish")}
+
+
+def test_padding_never_reaches_the_results(reference):
+  assert len(_lines(reference.workdir)) == 15
+  teachers = [r for r in reference.rows.values() if r["stage"] == "teacher"]
+  assert sorted(r["outputs.index"] for r in teachers) == [0, 0, 1]
+
+
+def test_relaunch_skips_finished_runs(reference, tmp_path):
+  workdir = shutil.copytree(reference.workdir, tmp_path / "copy")
+
+  def fail(stage, static):
+    raise AssertionError(f"finished stage {stage} was rebuilt")
+  specs = reference.specs[::-1] + reference.specs
+  rows = sweep.run_sweep(specs, str(workdir), build_program=fail,
+                         progress=False)
+  assert {r["run_id"]: r for r in rows} == reference.rows
+  assert len(_lines(workdir)) == 15
+
+
+def test_upstream_mismatch_names_run_and_leaf(reference, tmp_path):
+  workdir = shutil.copytree(reference.workdir, tmp_path / "copy")
+  teacher = next(s for s in reference.specs if s.stage == "teacher")
+  student = RunSpec.make("student", {"segments": 6, "steps": 3, "features": 2,
+                                     "teacher_features": 5},
+                         {"lr": 0.3, "alpha": 0.5, "temperature": 2.0}, 0,
+                         needs=teacher.run_id)
+  with pytest.raises(ValueError, match=(
+      rf"Outputs of run {teacher.run_id} .* do not fit the input_spec of run "
+      rf"{student.run_id} \(stage 'student'\): leaf 'w': checkpoint has "
+      r"float32\[2, 6, 3\], expected float32\[2, 5, 3\]")):
+    _sweep(workdir, [student])
+
+
+def test_missing_upstream_is_named(tmp_path):
+  student = next(s for s in tp.specs(seeds=(0,)) if s.stage == "student")
+  with pytest.raises(ValueError, match=rf"needs run {student.needs}, which is "
+                     "neither in this sweep nor finished"):
+    _sweep(tmp_path, [student])
+
+
+def test_results_store_is_append_only_and_deduplicated(tmp_path):
+  store = ResultsStore(str(tmp_path))
+  store.append([{"run_id": "a", "x": 1.0}, {"run_id": "b", "x": 2.0}])
+  store.append([{"run_id": "a", "x": 9.0}, {"run_id": "c", "x": 3.0}])
+  assert store.load() == {"a": {"run_id": "a", "x": 1.0},
+                          "b": {"run_id": "b", "x": 2.0},
+                          "c": {"run_id": "c", "x": 3.0}}
+  with open(store.path, "a") as f:  # a duplicate written by hand
+    f.write(json.dumps({"run_id": "b", "x": 7.0}) + "\n")
+  assert store.load()["b"]["x"] == 2.0  # the first row wins
+
+
+def test_torn_trailing_line_is_ignored_then_repaired(tmp_path):
+  store = ResultsStore(str(tmp_path))
+  store.append([{"run_id": "a", "x": 1.0}])
+  with open(store.path, "ab") as f:  # a write killed half-way
+    f.write(b'{"run_id": "b", "x"')
+  assert store.finished_ids() == {"a"}
+  store.append([{"run_id": "b", "x": 2.0}])
+  assert [json.loads(line)["run_id"] for line in _lines(tmp_path)] == ["a", "b"]
+
+
+def test_a_different_config_is_refused(tmp_path):
+  store = ResultsStore(str(tmp_path))
+  store.check_fingerprint({"config": {"lr": 0.1, "seeds": 2}}, create=True)
+  store.check_fingerprint({"config": {"lr": 0.1, "seeds": 2}}, create=True)
+  with pytest.raises(ValueError, match=(
+      rf"workdir {tmp_path} was created by a different config: differing keys "
+      r"config.lr \(0.1 -> 0.2\), config.seeds \(2 -> '<absent>'\); use a new "
+      "--workdir")):
+    store.check_fingerprint({"config": {"lr": 0.2}}, create=True)
+  with pytest.raises(ValueError, match="different config"):
+    _sweep(tmp_path, tp.specs(seeds=(0,)), fingerprint={"config": {}})
+
+
+def _wait_and_kill(proc, workdir, min_rows):
+  """SIGKILLs ``proc`` once ``min_rows`` rows are written and an unfinished
+  chunk has a mid-chunk checkpoint; returns the number of rows by then."""
+  chunks = os.path.join(workdir, "chunks")
+  while proc.poll() is None:
+    rows = len(_lines(workdir))
+    steps = [s for c in (os.listdir(chunks) if os.path.isdir(chunks) else [])
+             for s in os.listdir(os.path.join(chunks, c)) if s.isdigit()]
+    if rows >= min_rows and steps:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return rows
+    time.sleep(0.005)
+  pytest.fail("the sweep ended before it could be killed:\n"
+              + proc.stdout.read().decode()[-3000:])
+
+
+def test_killed_cli_sweep_resumes_to_identical_rows(tmp_path, sweep_config,
+                                                    reference):
+  workdir, cache = tmp_path / "killed", tmp_path / "jax_cache"
+  killed_at = []
+  for min_rows in (1, 6):  # in the teacher stage, then in the students
+    proc = _cli(workdir, sweep_config, cache=cache)
+    killed_at.append(_wait_and_kill(proc, workdir,
+                                    max([min_rows] + killed_at)))
+  proc = _cli(workdir, sweep_config, cache=cache)
+  assert proc.wait() == 0, proc.stdout.read().decode()[-3000:]
+  assert killed_at[0] < killed_at[1] < 15
+  assert _rows_by_id(workdir) == reference.rows  # asserts no duplicates
+  assert os.path.exists(workdir / "toy_report.csv")
+  assert not os.path.exists(workdir / "chunks")
+
+
+def test_two_devices_give_the_same_teacher_bits_as_one(tmp_path, reference):
+  teachers = [s for s in reference.specs if s.stage == "teacher"]
+  script = ("import sys, pickle\n"
+            "from ntdh_jax.train import sweep\n"
+            "from tests import toy_programs as tp\n"
+            "sweep.run_sweep(pickle.load(sys.stdin.buffer), sys.argv[1], "
+            "build_program=tp.build_program, chunk_size=2, "
+            "segments_per_call=2, vmap_size=1, progress=False)\n")
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
+                 input=pickle.dumps(teachers), env=env, cwd=REPO)
+  assert _rows_by_id(tmp_path) == {s.run_id: reference.rows[s.run_id]
+                                   for s in teachers}
+
+
+@pytest.mark.slow  # 8 devices x 6 executables to compile: about a minute
+def test_eight_devices_give_the_same_bits_as_one(tmp_path, sweep_config,
+                                                 reference):
+  proc = _cli(tmp_path, sweep_config, devices=8)
+  assert proc.wait() == 0, proc.stdout.read().decode()[-3000:]
+  assert _rows_by_id(tmp_path) == reference.rows
