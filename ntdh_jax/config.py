@@ -30,7 +30,7 @@ ConfigDict = ml_collections.ConfigDict
 
 
 def _parse(key: str, text: str, current: Any) -> Any:
-  """Parses command-line ``text`` as the type of the field's ``current`` value."""
+  """Parses command-line ``text`` as the type of the field's value."""
   kind = type(current)
   try:
     if current is None:

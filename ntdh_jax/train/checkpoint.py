@@ -136,7 +136,7 @@ def check_spec(stored: PyTree, expected: PyTree) -> None:
 
 def restore(directory: str, abstract_tree: PyTree,
             step: int | None = None) -> PyTree:
-  """Restores ``step`` (default: latest) into the structure of ``abstract_tree``.
+  """Restores ``step`` (default: latest) shaped like ``abstract_tree``.
 
   Args:
     directory: what ``save`` wrote to.
