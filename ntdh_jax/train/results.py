@@ -3,9 +3,9 @@
 Rows are appended in batches (one batch = one finished chunk). Each batch is
 written with a single ``os.write`` of complete lines to an ``O_APPEND`` file
 descriptor followed by ``fsync``, so a killed process leaves at most one
-trailing partial line, never an interleaved or half-counted batch. ``load``
-drops such a partial line (and the next ``append`` truncates it away), and
-keeps the first row of each ``run_id``, so a run is never counted twice.
+trailing partial line, never an interleaved batch. ``load`` drops such a
+partial line (and the next ``append`` truncates it away), and keeps the
+first row of each ``run_id``, so a run is never counted twice.
 
 ``WORKDIR/sweep.json`` records the fingerprint of the config that created the
 workdir; relaunching a different config into it is refused, because skipping
