@@ -9,6 +9,7 @@ upstream runs and foreign configs are refused with the culprit named.
 """
 
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -24,7 +25,7 @@ import pytest
 
 from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
-from ntdh_jax.train import sweep
+from ntdh_jax.train import checkpoint, sweep
 from ntdh_jax.train.program import RunSpec
 from ntdh_jax.train.results import ResultsStore
 from tests import toy_programs as tp
@@ -74,16 +75,23 @@ def _rows_by_id(workdir):
 
 
 def _cli(workdir, config_path, *, devices=1, cache=None):
+  """Starts the CLI on ``config_path``; its output goes to ``workdir.log``."""
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   if cache:  # relaunches reuse the executables (the same bits) of the first
     env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  return subprocess.Popen(
-      [sys.executable, "-m", "ntdh_jax.cli", "--config", config_path,
-       "--workdir", str(workdir), *CLI_FLAGS],
-      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  with open(f"{workdir}.log", "ab") as log:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ntdh_jax.cli", "--config", config_path,
+         "--workdir", str(workdir), *CLI_FLAGS],
+        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _log(workdir):
+  with open(f"{workdir}.log", "rb") as f:
+    return f.read().decode(errors="replace")[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +173,35 @@ def test_relaunch_skips_finished_runs(reference, tmp_path):
   assert len(_lines(workdir)) == 15
 
 
+class _Killed(Exception):
+  pass
+
+
+def test_resume_restores_the_mid_chunk_checkpoint(tmp_path, reference,
+                                                  monkeypatch, caplog):
+  teachers = [s for s in reference.specs if s.stage == "teacher"][:2]
+  save = checkpoint.save
+
+  def save_then_die(directory, step, tree, **kwargs):
+    if step > 2:  # dies after the first of the chunk's three checkpoints
+      raise _Killed
+    save(directory, step, tree, **kwargs)
+  flags = dict(chunk_size=2, segments_per_call=2, vmap_size=1)
+  with monkeypatch.context() as patch:
+    patch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(_Killed):
+      _sweep(tmp_path, teachers, **flags)
+  assert not _lines(tmp_path)
+  with caplog.at_level(logging.INFO, logger=sweep.__name__):
+    rows = _sweep(tmp_path, teachers, **flags)
+  assert "resumes at segment 2/6" in caplog.text
+
+  def numbers(row):  # other chunks than the reference's: other outputs path
+    return {k: v for k, v in row.items() if not k.startswith("outputs.")}
+  assert [numbers(r) for r in rows] == [numbers(reference.rows[s.run_id])
+                                        for s in teachers]
+
+
 def test_upstream_mismatch_names_run_and_leaf(reference, tmp_path):
   workdir = shutil.copytree(reference.workdir, tmp_path / "copy")
   teacher = next(s for s in reference.specs if s.stage == "teacher")
@@ -221,34 +258,41 @@ def test_a_different_config_is_refused(tmp_path):
     _sweep(tmp_path, tp.specs(seeds=(0,)), fingerprint={"config": {}})
 
 
+def _checkpointed_steps(workdir):
+  """Mid-chunk checkpoint steps now on disk (chunks come and go meanwhile)."""
+  steps = []
+  try:
+    for chunk in os.listdir(os.path.join(workdir, "chunks")):
+      steps += [s for s in os.listdir(os.path.join(workdir, "chunks", chunk))
+                if s.isdigit()]
+  except FileNotFoundError:
+    pass
+  return steps
+
+
 def _wait_and_kill(proc, workdir, min_rows):
-  """SIGKILLs ``proc`` once ``min_rows`` rows are written and an unfinished
-  chunk has a mid-chunk checkpoint; returns the number of rows by then."""
-  chunks = os.path.join(workdir, "chunks")
+  """SIGKILLs ``proc`` once ``min_rows`` rows are written and a chunk has a
+  mid-chunk checkpoint; returns the number of rows written by then."""
   while proc.poll() is None:
     rows = len(_lines(workdir))
-    steps = [s for c in (os.listdir(chunks) if os.path.isdir(chunks) else [])
-             for s in os.listdir(os.path.join(chunks, c)) if s.isdigit()]
-    if rows >= min_rows and steps:
+    if rows >= min_rows and _checkpointed_steps(workdir):
       proc.send_signal(signal.SIGKILL)
       proc.wait()
       return rows
     time.sleep(0.005)
-  pytest.fail("the sweep ended before it could be killed:\n"
-              + proc.stdout.read().decode()[-3000:])
+  pytest.fail("the sweep ended before it could be killed:\n" + _log(workdir))
 
 
 def test_killed_cli_sweep_resumes_to_identical_rows(tmp_path, sweep_config,
                                                     reference):
   workdir, cache = tmp_path / "killed", tmp_path / "jax_cache"
-  killed_at = []
-  for min_rows in (1, 6):  # in the teacher stage, then in the students
-    proc = _cli(workdir, sweep_config, cache=cache)
-    killed_at.append(_wait_and_kill(proc, workdir,
-                                    max([min_rows] + killed_at)))
+  # Killed in the teacher stage, then among the students.
+  first = _wait_and_kill(_cli(workdir, sweep_config, cache=cache), workdir, 1)
+  second = _wait_and_kill(_cli(workdir, sweep_config, cache=cache), workdir,
+                          max(6, first + 1))
   proc = _cli(workdir, sweep_config, cache=cache)
-  assert proc.wait() == 0, proc.stdout.read().decode()[-3000:]
-  assert killed_at[0] < killed_at[1] < 15
+  assert proc.wait() == 0, _log(workdir)
+  assert first < second < 15
   assert _rows_by_id(workdir) == reference.rows  # asserts no duplicates
   assert os.path.exists(workdir / "toy_report.csv")
   assert not os.path.exists(workdir / "chunks")
@@ -273,6 +317,7 @@ def test_two_devices_give_the_same_teacher_bits_as_one(tmp_path, reference):
 @pytest.mark.slow  # 8 devices x 6 executables to compile: about a minute
 def test_eight_devices_give_the_same_bits_as_one(tmp_path, sweep_config,
                                                  reference):
-  proc = _cli(tmp_path, sweep_config, devices=8)
-  assert proc.wait() == 0, proc.stdout.read().decode()[-3000:]
-  assert _rows_by_id(tmp_path) == reference.rows
+  workdir = tmp_path / "eight"
+  proc = _cli(workdir, sweep_config, devices=8)
+  assert proc.wait() == 0, _log(workdir)
+  assert _rows_by_id(workdir) == reference.rows

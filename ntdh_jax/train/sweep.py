@@ -77,6 +77,7 @@ from ntdh_jax.train.results import ResultsStore, flatten_dict
 CHUNKS = "chunks"
 OUTPUTS = "outputs"
 _INT32 = np.iinfo(np.int32)
+_LOG = logging.getLogger(__name__)
 
 
 def chunk_id(signature: str, run_ids: Sequence[str]) -> str:
@@ -265,9 +266,9 @@ def _run_chunk(group: _Group, chunk: list[RunSpec], cid: str,
     try:
       state = checkpoint.restore(
           directory, {"carry": group.carry, "history": history}, done)
-      logging.info("Chunk %s resumes at segment %d/%d.", cid, done, total)
+      _LOG.info("Chunk %s resumes at segment %d/%d.", cid, done, total)
     except ValueError as e:  # e.g. relaunched on another device count
-      logging.warning("Chunk %s restarts; its checkpoint is unusable: %s",
+      _LOG.warning("Chunk %s restarts; its checkpoint is unusable: %s",
                       cid, e)
       _remove(directory)
   if state is None:
