@@ -80,23 +80,32 @@ def normalise_importance(scores: jax.Array) -> jax.Array:
                                                                 1.0), 0.0)
 
 
-def _check_kind(kind: str):
-  if kind not in MASK_KINDS:
-    raise ValueError(f"kind must be one of {MASK_KINDS}, got {kind!r}.")
+def kind_code(kind) -> jax.Array:
+  """A mask kind as its index in ``MASK_KINDS``: a name, or an integer code
+  (which may be traced, so one compiled program serves all three kinds)."""
+  if isinstance(kind, str):
+    if kind not in MASK_KINDS:
+      raise ValueError(f"kind must be one of {MASK_KINDS}, got {kind!r}.")
+    return jnp.asarray(MASK_KINDS.index(kind), jnp.int32)
+  if validation.is_concrete(kind) and float(kind) not in (0.0, 1.0, 2.0):
+    raise ValueError(
+        f"kind must be one of {MASK_KINDS} or its index 0..2, got {kind}.")
+  return jnp.asarray(kind).astype(jnp.int32)
 
 
-def _removal_order(scores, kind: str, key) -> jax.Array:
-  """Rank of each entry in removal order (0 = removed first)."""
-  if kind == "true":
-    priority = scores  # remove the lowest first
-  elif kind == "false":
-    priority = -scores
-  else:
-    priority = jax.random.uniform(key, jnp.shape(scores))
+def _removal_order(scores, kind, key) -> jax.Array:
+  """Rank of each entry in removal order (0 = removed first).
+
+  "true" removes the lowest scores first, "false" the highest, "random" a
+  uniformly random order.
+  """
+  code = kind_code(kind)
+  priority = jnp.select([code == 0, code == 1], [scores, -scores],
+                        jax.random.uniform(key, jnp.shape(scores)))
   return jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
 
 
-def feature_keep_mask(importance: jax.Array, ratio, kind: str,
+def feature_keep_mask(importance: jax.Array, ratio, kind,
                       key: jax.Array) -> jax.Array:
   """Algorithm 1's teacher input mask: ``f32[D]``, 1 = keep, 0 = removed.
 
@@ -104,17 +113,17 @@ def feature_keep_mask(importance: jax.Array, ratio, kind: str,
     importance: ``f32[D]`` normalised permutation importance.
     ratio: fraction of features removed, in [0, 1) (may be traced).
     kind: ``"true"`` removes the lowest-importance features, ``"false"`` the
-      highest, ``"random"`` a random subset (see the module docstring).
+      highest, ``"random"`` a random subset (see the module docstring); or
+      its index in ``MASK_KINDS`` (may be traced).
     key: PRNG key (used by ``"random"``).
   """
-  _check_kind(kind)
   validation.check_fraction(ratio, "ratio")
   d = jnp.shape(importance)[0]
   removed = jnp.floor(jnp.asarray(ratio, jnp.float32) * d)
   return (_removal_order(importance, kind, key) >= removed).astype(jnp.float32)
 
 
-def sample_keep_mask(ncjsd: jax.Array, ratio, kind: str,
+def sample_keep_mask(ncjsd: jax.Array, ratio, kind,
                      key: jax.Array) -> jax.Array:
   """Algorithm 2's per-sample mask of the distillation term: ``f32[N]``.
 
@@ -122,10 +131,10 @@ def sample_keep_mask(ncjsd: jax.Array, ratio, kind: str,
     ncjsd: ``f32[N]`` teacher–student NCJSD of the batch's samples.
     ratio: fraction r of samples excluded, in [0, 1) (may be traced).
     kind: ``"true"`` excludes the most divergent samples, ``"false"`` the
-      least divergent, ``"random"`` a random subset.
+      least divergent, ``"random"`` a random subset; or its index in
+      ``MASK_KINDS`` (may be traced).
     key: PRNG key (used by ``"random"``).
   """
-  _check_kind(kind)
   validation.check_fraction(ratio, "ratio")
   n = jnp.shape(ncjsd)[0]
   removed = jnp.floor(jnp.asarray(ratio, jnp.float32) * n)

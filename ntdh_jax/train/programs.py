@@ -3,11 +3,14 @@
 Stages (``build_program(stage, static)``):
 
 * ``teacher``: cross-entropy on the teacher view, optionally on a masked
-  input (Algorithm 1's feature mask, built from an upstream ``joint`` run's
-  importance). Outputs ``{"params", "feature_mask"}``.
+  input (``feature_mask="importance"``: Algorithm 1's mask, built from an
+  upstream ``joint`` run's importance). Outputs ``{"params",
+  "feature_mask"}``; masked features are zeroed, so every mask ratio shares
+  one input shape (the reference code slices the kept columns out instead,
+  which for an MLP spans the same functions).
 * ``student``: cross-entropy on the student view, plus a distillation term
   from a frozen upstream teacher when ``static["distill"] != "none"``, with
-  Algorithm 2's per-sample mask when ``static["sample_mask"] != "none"``.
+  Algorithm 2's per-sample mask when ``static["sample_mask"] == "ncjsd"``.
   The combination is ``CE + λ·KD`` (``kd_form="additive"``, the reference
   code's, λ = 1 there) or ``(1 − λ)·CE + λ·KD`` (``"convex"``).
 * ``joint``: Algorithm 1's joint training of the two networks with
@@ -25,7 +28,9 @@ Stages (``build_program(stage, static)``):
 
 ``hparams`` (traced scalars; swept under vmap): ``gamma`` (ntdh) or
 ``overlap`` (mfh), ``lr``, ``momentum`` (sgd), and as the stage needs
-``temperature``, ``alpha``, ``beta``, ``kd_weight``, ``mask_ratio``.
+``temperature``, ``alpha``, ``beta``, ``kd_weight``, ``mask_ratio`` and
+``mask_kind`` (0 = true, 1 = false, 2 = random; see ``ntdh_jax.masks`` —
+traced, so the three kinds share one compiled program).
 
 Data are regenerated from the run's data key at every segment (a few ms)
 rather than carried, so checkpoints hold only parameters and optimiser state.
@@ -62,6 +67,13 @@ def _hp(hparams, name: str):
   except KeyError:
     raise KeyError(
         f"hparams is missing {name!r} (has {sorted(hparams)}).") from None
+
+
+def _choice(static, name: str, options: tuple) -> str:
+  value = static.get(name, options[0])
+  if value not in options:
+    raise ValueError(f"{name} must be one of {options}, got {value!r}.")
+  return value
 
 
 def _raw_key(key):
@@ -192,19 +204,19 @@ def make_teacher(static: dict) -> Program:
   model = make_model(static["model"], classes)
   tx, opt_init = make_optimizer(static.get("optimizer", "sgd"))
   segments, every = _epochs_per_segment(static)
-  mask_kind = static.get("feature_mask", "none")
+  masked = _choice(static, "feature_mask", ("none", "importance")) != "none"
   bs = static.get("batch_size", 0)
 
   def init(hparams, key, inputs):
     key = _raw_key(key)
     params = model.init(jax.random.fold_in(key, _INIT_KEY),
                         jnp.zeros((1, d_t)))
-    if mask_kind == "none":
-      feature_mask = jnp.ones((d_t,), jnp.float32)
-    else:
+    if masked:
       feature_mask = masks.feature_keep_mask(
-          inputs["importance"], _hp(hparams, "mask_ratio"), mask_kind,
-          jax.random.fold_in(key, _MASK_KEY))
+          inputs["importance"], _hp(hparams, "mask_ratio"),
+          _hp(hparams, "mask_kind"), jax.random.fold_in(key, _MASK_KEY))
+    else:
+      feature_mask = jnp.ones((d_t,), jnp.float32)
     return {"params": params, "opt_state": opt_init(params, hparams),
             "feature_mask": feature_mask, "key": key,
             "loop_key": jax.random.fold_in(key, _LOOP_KEY)}
@@ -237,8 +249,8 @@ def make_teacher(static: dict) -> Program:
     return ({"kept_features": kept},
             {"params": carry["params"], "feature_mask": carry["feature_mask"]})
 
-  input_spec = (None if mask_kind == "none" else
-                {"importance": jax.ShapeDtypeStruct((d_t,), jnp.float32)})
+  input_spec = ({"importance": jax.ShapeDtypeStruct((d_t,), jnp.float32)}
+                if masked else None)
   return Program(init, segment, finish, segments, input_spec)
 
 
@@ -259,17 +271,15 @@ def make_student(static: dict) -> Program:
   segments, every = _epochs_per_segment(static)
   bs = static.get("batch_size", 0)
   distill_name = static.get("distill", "none")
-  sample_kind = static.get("sample_mask", "none")
-  kd_form = static.get("kd_form", "additive")
-  if kd_form not in ("additive", "convex"):
-    raise ValueError(f"kd_form must be 'additive' or 'convex', got {kd_form!r}.")
+  sample_masked = _choice(static, "sample_mask", ("none", "ncjsd")) != "none"
+  kd_form = _choice(static, "kd_form", ("additive", "convex"))
   distiller = (None if distill_name == "none"
                else objectives.make_distiller(distill_name))
-  if sample_kind != "none":
+  if sample_masked:
     if distiller is None or not distiller.per_example:
       raise ValueError(
-          f"sample_mask={sample_kind!r} needs a per-example distill (kl, "
-          f"decoupled, dkd, fitnet), got distill={distill_name!r}.")
+          "sample_mask='ncjsd' needs a per-example distill (kl, decoupled, "
+          f"dkd, fitnet), got distill={distill_name!r}.")
     if classes < 3:
       raise ValueError("sample_mask ranks samples by NCJSD, which needs >= 3 "
                        f"classes; data has {classes}.")
@@ -320,14 +330,14 @@ def make_student(static: dict) -> Program:
           jnp.arange(n) if rows is None else rows, v.y_train, k_loss)
       values, aux_state = distiller.loss(params["aux"], aux_state, batch,
                                          hparams)
-      if sample_kind == "none":
+      if not sample_masked:
         kd = jnp.mean(values)
       else:
         ncjsd = divergences.decompose(
             teacher_logits=_take(t_logits, rows),
             student_logits=jax.lax.stop_gradient(s_logits), labels=y).ncjsd
         keep = masks.sample_keep_mask(ncjsd, _hp(hparams, "mask_ratio"),
-                                      sample_kind, k_mask)
+                                      _hp(hparams, "mask_kind"), k_mask)
         kd = jnp.sum(keep * values) / jnp.maximum(jnp.sum(keep), 1.0)
       return combine(ce, kd, hparams), (ce, kd, aux_state)
 
@@ -369,11 +379,8 @@ def make_joint(static: dict) -> Program:
   tx, opt_init = make_optimizer(static.get("optimizer", "sgd"))
   segments, every = _epochs_per_segment(static)
   bs = static.get("batch_size", 0)
-  distance = static.get("joint_distance", "ncjsd")
+  distance = _choice(static, "joint_distance", ("ncjsd", "kl", "mse"))
   repeats = static.get("importance_repeats", 10)
-  if distance not in ("ncjsd", "kl", "mse"):
-    raise ValueError(
-        f"joint_distance must be 'ncjsd', 'kl' or 'mse', got {distance!r}.")
 
   def dist(t_logits, s_logits, y):
     if distance == "mse":

@@ -1,0 +1,159 @@
+"""The NTDH study on the synthetic data: Fig. 3, Figs. 6–7, Alg. 1, Alg. 2.
+
+``plan(configs)`` turns each config into the runs of the selected parts, for
+every preset of ``config.presets`` and every seed (``config.num_seeds``
+replicates from ``config.seed``):
+
+* ``fig3``: for every γ, a teacher, a student without KD and a KD student
+  (CE + λ·KL at temperature T) distilled from that teacher.
+* ``weights``: KD students with the decoupled objective α·TCKL + β·NCKL,
+  α swept at fixed β and β swept at fixed α, at every γ.
+* ``alg1``: at each ``mask_gammas`` γ, the joint Dist + CE + CE training and
+  permutation importance, then for each mask kind and ratio a teacher
+  retrained on the masked input and a KD student distilled from it.
+* ``alg2``: at each ``sample_gammas`` γ, KD students whose distillation term
+  skips the r % most (true), least (false) or random NCJSD samples.
+
+Teachers are shared: a teacher run is identified by its configuration and
+seed alone, so ``fig3``, ``weights`` and ``alg2`` distil from the same
+trained teachers and the engine trains each once.
+
+``report`` writes ``tables.md`` material, figures and ``report.md`` through
+``ntdh_jax.experiments.ntdh_report``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import ml_collections
+
+from ntdh_jax import experiments
+from ntdh_jax import masks
+from ntdh_jax.train import programs
+from ntdh_jax.train.program import RunSpec
+
+PARTS = ("fig3", "weights", "alg1", "alg2")
+
+
+def _base_static(c, preset) -> dict:
+  return {"data": c.data.to_dict(), "model": c.model.to_dict(),
+          "epochs": preset.epochs // c.epochs_divisor,
+          "eval_every": preset.eval_every // c.epochs_divisor,
+          "batch_size": c.batch_size, "optimizer": preset.optimizer}
+
+
+def _data_hparams(c, gap) -> dict:
+  return {"overlap": gap} if c.data.name == "mfh" else {"gamma": gap}
+
+
+class _Planner:
+  """Builds the runs of one config for one preset and one seed."""
+
+  def __init__(self, c: ml_collections.ConfigDict, preset: str, seed: int):
+    self.c, self.seed = c, seed
+    values = c.presets[preset]
+    self.static = _base_static(c, values)
+    self.optim = {"lr": values.lr, "momentum": values.momentum}
+    self.kd = {"temperature": c.temperature, "kd_weight": c.kd_weight}
+    self.tags = {"preset": preset}
+    self.specs: list[RunSpec] = []
+
+  def add(self, stage, static, hparams, needs=None, **tags) -> RunSpec:
+    spec = RunSpec.make(stage, static, hparams, self.seed, needs=needs,
+                        tags={**self.tags, **tags})
+    self.specs.append(spec)
+    return spec
+
+  def teacher(self, gap, **static) -> RunSpec:
+    return self.add("teacher", {**self.static, **static},
+                    {**_data_hparams(self.c, gap), **self.optim},
+                    role="teacher", gap=gap)
+
+  def student(self, gap, part, teacher=None, extra_static=None,
+              extra_hparams=None, **tags) -> RunSpec:
+    static = {**self.static, "kd_form": self.c.kd_form,
+              **(extra_static or {})}
+    hparams = {**_data_hparams(self.c, gap), **self.optim}
+    if teacher is not None:
+      hparams.update(self.kd)
+    hparams.update(extra_hparams or {})
+    return self.add("student", static, hparams,
+                    needs=None if teacher is None else teacher.run_id,
+                    part=part, gap=gap, **tags)
+
+  def fig3(self):
+    for gap in self.c.gaps:
+      teacher = self.teacher(gap)
+      self.student(gap, "fig3", role="no_kd", extra_static={"distill": "none"})
+      self.student(gap, "fig3", teacher, role="kd",
+                   extra_static={"distill": "kl"})
+
+  def weights(self):
+    w = self.c.weights
+    grid = sorted({(a, w.fixed_beta) for a in w.alphas}
+                  | {(w.fixed_alpha, b) for b in w.betas})
+    for gap in self.c.gaps:
+      teacher = self.teacher(gap)
+      for alpha, beta in grid:
+        self.student(gap, "weights", teacher, role="kd",
+                     extra_static={"distill": "decoupled"},
+                     extra_hparams={"alpha": alpha, "beta": beta})
+
+  def alg1(self):
+    a = self.c.alg1
+    for gap in a.gaps:
+      joint = self.add(
+          "joint", {**self.static, "joint_distance": a.distance,
+                    "importance_repeats": a.repeats},
+          {**_data_hparams(self.c, gap), "lr": a.lr, "momentum": a.momentum},
+          role="joint", part="alg1", gap=gap)
+      for kind in a.kinds:
+        for ratio in a.ratios:
+          teacher = self.add(
+              "teacher", {**self.static, "feature_mask": "importance"},
+              {**_data_hparams(self.c, gap), **self.optim,
+               "mask_ratio": ratio, "mask_kind": masks.kind_code(kind)},
+              needs=joint.run_id, role="masked_teacher", part="alg1",
+              gap=gap, kind=kind, ratio=ratio)
+          self.student(gap, "alg1", teacher, role="kd",
+                       extra_static={"distill": "kl"}, kind=kind,
+                       ratio=ratio)
+
+  def alg2(self):
+    a = self.c.alg2
+    for gap in a.gaps:
+      teacher = self.teacher(gap)
+      for kind in a.kinds:
+        for ratio in a.ratios:
+          self.student(gap, "alg2", teacher, role="kd",
+                       extra_static={"distill": "kl", "sample_mask": "ncjsd"},
+                       extra_hparams={"mask_ratio": ratio,
+                                      "mask_kind": masks.kind_code(kind)},
+                       kind=kind, ratio=ratio)
+
+
+def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
+  """Every run of the selected parts for every config point."""
+  specs = []
+  for c in configs:
+    unknown = sorted(set(c.parts) - set(PARTS))
+    if unknown:
+      raise ValueError(f"config.parts has unknown parts {unknown}; valid: "
+                       f"{PARTS}.")
+    for preset in c.presets:
+      for seed in range(c.seed, c.seed + c.num_seeds):
+        planner = _Planner(c, preset, seed)
+        for part in c.parts:
+          getattr(planner, part)()
+        specs += planner.specs
+  return specs
+
+
+def _report(rows, config, workdir):
+  from ntdh_jax.experiments import ntdh_report  # matplotlib only when reporting
+  ntdh_report.write(rows, config, workdir)
+
+
+experiments.register("ntdh_synthetic", experiments.ExperimentDef(
+    plan=plan, build_program=programs.build_program, report=_report))
