@@ -33,9 +33,7 @@ from tests import toy_programs as tp
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A CLI sweep over the toy experiment: 3 teachers, 12 students.
-SWEEP_CONFIG = f'''
-import sys
-sys.path.insert(0, {REPO!r})
+SWEEP_CONFIG = '''
 from tests import toy_programs
 
 def get_config(arg=None):

@@ -174,10 +174,10 @@ class _Group:
     hp = {n: self._abstract((), np.float32) for n in hparams}
     inputs = None if program.input_spec is None else jax.tree.map(
         lambda s: self._abstract(s.shape, s.dtype), program.input_spec)
-    self.carry = jax.eval_shape(init, hp, self._abstract((), np.int32),
-                                inputs)
-    self.carry = jax.tree.map(lambda a: self._abstract(a.shape[1:], a.dtype),
-                              self.carry)
+    # eval_shape drops shardings; restore targets need them back.
+    self.carry = jax.tree.map(
+        lambda a: self._abstract(a.shape[1:], a.dtype),
+        jax.eval_shape(init, hp, self._abstract((), np.int32), inputs))
     self.metrics = jax.eval_shape(self._advance_fn(1), self.carry, hp)[1]
 
   def _abstract(self, shape, dtype) -> jax.ShapeDtypeStruct:
@@ -269,7 +269,7 @@ def _run_chunk(group: _Group, chunk: list[RunSpec], cid: str,
       _LOG.info("Chunk %s resumes at segment %d/%d.", cid, done, total)
     except ValueError as e:  # e.g. relaunched on another device count
       _LOG.warning("Chunk %s restarts; its checkpoint is unusable: %s",
-                      cid, e)
+                   cid, e)
       _remove(directory)
   if state is None:
     done = 0
@@ -282,11 +282,11 @@ def _run_chunk(group: _Group, chunk: list[RunSpec], cid: str,
     history = {m: np.array(v) for m, v in state["history"].items()}
 
   while done < total:
-    calls = min(group.segments_per_call, total - done)
-    carry, new = group.advance(calls)(carry, hp)
+    segments = min(group.segments_per_call, total - done)
+    carry, new = group.advance(segments)(carry, hp)
     for name, values in sharding.fetch(new).items():
-      history[name][:, done:done + calls] = values
-    done += calls
+      history[name][:, done:done + segments] = values
+    done += segments
     checkpoint.save(directory, done, {"carry": carry, "history": history},
                     keep=1)
 
