@@ -93,6 +93,15 @@ def kind_code(kind) -> jax.Array:
   return jnp.asarray(kind).astype(jnp.int32)
 
 
+def _count(ratio, size: int) -> jax.Array:
+  """floor(ratio · size), robust to float32 rounding of the ratio.
+
+  float32(0.53) · 100 = 52.99999; the few-ulp nudge makes it 53 as meant.
+  """
+  x = jnp.asarray(ratio, jnp.float32) * size
+  return jnp.floor(x + jnp.maximum(x, 1.0) * 2.0**-20)
+
+
 def _removal_order(scores, kind, key) -> jax.Array:
   """Rank of each entry in removal order (0 = removed first).
 
@@ -118,8 +127,7 @@ def feature_keep_mask(importance: jax.Array, ratio, kind,
     key: PRNG key (used by ``"random"``).
   """
   validation.check_fraction(ratio, "ratio")
-  d = jnp.shape(importance)[0]
-  removed = jnp.floor(jnp.asarray(ratio, jnp.float32) * d)
+  removed = _count(ratio, jnp.shape(importance)[0])
   return (_removal_order(importance, kind, key) >= removed).astype(jnp.float32)
 
 
@@ -136,7 +144,6 @@ def sample_keep_mask(ncjsd: jax.Array, ratio, kind,
     key: PRNG key (used by ``"random"``).
   """
   validation.check_fraction(ratio, "ratio")
-  n = jnp.shape(ncjsd)[0]
-  removed = jnp.floor(jnp.asarray(ratio, jnp.float32) * n)
+  removed = _count(ratio, jnp.shape(ncjsd)[0])
   # Ranked by -NCJSD, "true" removes the most divergent samples first.
   return (_removal_order(-ncjsd, kind, key) >= removed).astype(jnp.float32)

@@ -180,9 +180,6 @@ def test_feature_mask_rejects_bad_kind_and_ratio():
     masks.feature_keep_mask(importance, jnp.full((2,), 0.5), "true", KEY)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the count is floor(f32(ratio)·size) in float32, which rounds "
-    "0.53·100 down to 52.99999 -> 52 removed instead of floor(53) = 53."))
 def test_mask_count_is_exact_when_ratio_times_size_is_whole():
   """ratio·size = 53 removes exactly 53 entries (features and samples)."""
   values = _distinct_scores(100, seed=6)

@@ -373,11 +373,6 @@ def test_teacher_and_student_see_the_same_data(teacher):
   assert not np.allclose(other[1:], reported[1:], rtol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the module docstring promises teacher and student runs with the "
-    "same seed start from the same initial weights, but make_teacher inits "
-    "with fold_in(key, _INIT_KEY) and make_student with "
-    "split(fold_in(key, _INIT_KEY))[0]."))
 def test_teacher_and_student_start_from_the_same_weights():
   """Same seed, same architecture and width: identical initial parameters."""
   hp = _hparams(NTDH_HP)
@@ -419,10 +414,6 @@ def test_unknown_stage_and_two_class_sample_mask_raise():
                            _static(MFH, distill="kl", sample_mask="ncjsd"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (design: 'unknown config key' is a named error): build_program reads "
-    "static with .get() and ignores unknown keys, so a typo such as "
-    "'distil' silently trains an undistilled student."))
 def test_unknown_static_key_raises():
   """A misspelt static key is a ValueError naming it, not a silent default."""
   with pytest.raises(ValueError, match="distil"):

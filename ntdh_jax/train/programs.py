@@ -54,7 +54,14 @@ from ntdh_jax.train import objectives
 from ntdh_jax.train.program import Program
 
 STAGES = ("teacher", "student", "joint")
-_DATA_KEY, _INIT_KEY, _LOOP_KEY, _MASK_KEY = range(4)
+_DATA_KEY, _INIT_KEY, _LOOP_KEY, _MASK_KEY, _AUX_KEY = range(5)
+_COMMON_KEYS = ("data", "model", "epochs", "eval_every", "batch_size",
+                "optimizer")
+_STAGE_KEYS = {
+    "teacher": ("feature_mask",),
+    "student": ("distill", "sample_mask", "kd_form", "teacher_model"),
+    "joint": ("joint_distance", "importance_repeats"),
+}
 _MAX_BATCH = 512
 _MINIBATCH_ONLY = {
     "rkd": "compares all triplets of a batch (O(N³) memory)",
@@ -293,12 +300,13 @@ def make_student(static: dict) -> Program:
 
   def init(hparams, key, inputs):
     key = _raw_key(key)
-    k_model, k_aux = jax.random.split(jax.random.fold_in(key, _INIT_KEY))
-    params = {"model": model.init(k_model, jnp.zeros((1, d_s)))}
+    # Same init key as the teacher stage: same seed, same initial weights.
+    params = {"model": model.init(jax.random.fold_in(key, _INIT_KEY),
+                                  jnp.zeros((1, d_s)))}
     aux_state = {}
     if distiller is not None:
-      params["aux"], aux_state = distiller.init(k_aux, d_hidden,
-                                                d_teacher_hidden, n)
+      params["aux"], aux_state = distiller.init(
+          jax.random.fold_in(key, _AUX_KEY), d_hidden, d_teacher_hidden, n)
     return {"params": params, "opt_state": opt_init(params, hparams),
             "aux_state": aux_state, "key": key,
             "loop_key": jax.random.fold_in(key, _LOOP_KEY),
@@ -457,4 +465,9 @@ def build_program(stage: str, static: dict) -> Program:
   """The ``Program`` for ``stage`` (one of ``STAGES``) and its static config."""
   if stage not in _FACTORIES:
     raise ValueError(f"stage must be one of {STAGES}, got {stage!r}.")
+  unknown = sorted(set(static) - set(_COMMON_KEYS) - set(_STAGE_KEYS[stage]))
+  if unknown:
+    raise ValueError(
+        f"static config of stage {stage!r} has unknown keys {unknown}; valid "
+        f"keys: {sorted(_COMMON_KEYS + _STAGE_KEYS[stage])}.")
   return _FACTORIES[stage](static)
