@@ -1,8 +1,9 @@
 """The NTDH study on the synthetic data: Fig. 3, Figs. 6–7, Alg. 1, Alg. 2.
 
-``plan(configs)`` turns each config into the runs of the selected parts, for
-every preset of ``config.presets`` and every seed (``config.num_seeds``
-replicates from ``config.seed``):
+``plan(configs)`` turns each config into the runs of the selected parts
+(``config.parts``, those a preset lists in its own ``parts``), for every
+preset of ``config.presets`` and every seed (``config.num_seeds`` replicates
+from ``config.seed``):
 
 * ``fig3``: for every γ, a teacher, a student without KD and a KD student
   (CE + λ·KL at temperature T) distilled from that teacher.
@@ -38,9 +39,8 @@ PARTS = ("fig3", "weights", "alg1", "alg2")
 
 def _base_static(c, preset) -> dict:
   return {"data": c.data.to_dict(), "model": c.model.to_dict(),
-          "epochs": preset.epochs // c.epochs_divisor,
-          "eval_every": preset.eval_every // c.epochs_divisor,
-          "batch_size": c.batch_size, "optimizer": preset.optimizer}
+          "epochs": preset.epochs, "eval_every": preset.eval_every,
+          "batch_size": preset.batch_size, "optimizer": preset.optimizer}
 
 
 def _data_hparams(c, gap) -> dict:
@@ -142,9 +142,10 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
       raise ValueError(f"config.parts has unknown parts {unknown}; valid: "
                        f"{PARTS}.")
     for preset in c.presets:
+      parts = [p for p in c.parts if p in c.presets[preset].parts]
       for seed in range(c.seed, c.seed + c.num_seeds):
         planner = _Planner(c, preset, seed)
-        for part in c.parts:
+        for part in parts:
           getattr(planner, part)()
         specs += planner.specs
   return specs
