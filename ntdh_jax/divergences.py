@@ -38,6 +38,8 @@ from ntdh_jax import validation
 
 FORMS = ("paper", "reference_code")
 _LOG2 = 0.6931471805599453
+_BIG = 1e30  # far below any logit, far above float32's exp range
+_TINY = float(jnp.finfo(jnp.float32).tiny)
 
 
 class Divergences(NamedTuple):
@@ -58,34 +60,60 @@ class _LogParts(NamedTuple):
   phat: jax.Array          # [N, C] p̂_i, exactly 0 at i = k
 
 
-def _log_parts(z: jax.Array, is_target: jax.Array) -> _LogParts:
+def _nontarget(labels, shape) -> jax.Array:
+  """``f32[N, C]``: 0 at each row's label, 1 elsewhere.
+
+  Built with arithmetic (min(|i − k|, 1)) rather than a boolean select: XLA's
+  CPU backend fuses arithmetic into the row reductions that consume it but
+  materialises a select first, which cost 2–3× the whole computation here.
+  """
+  classes = jax.lax.broadcasted_iota(jnp.float32, shape, 1)
+  return jnp.minimum(jnp.abs(classes - labels[:, None].astype(jnp.float32)),
+                     1.0)
+
+
+def _log_parts(z: jax.Array, labels: jax.Array, keep: jax.Array) -> _LogParts:
   # One exp pass shifted by the largest *non-target* logit: the non-target
-  # normaliser lse_nt is then exact even when p_k rounds to 1, and the full
-  # normaliser follows per row as lse = lse_nt + softplus(z_k - lse_nt).
-  # Staying in the shifted domain keeps log p̂ consistent with p̂ to float32
-  # rounding of O(1) numbers, whatever the logits' magnitude.
-  shifted = z - jax.lax.stop_gradient(
-      jnp.max(jnp.where(is_target, -jnp.inf, z), axis=-1, keepdims=True))
-  e = jnp.exp(jnp.where(is_target, -jnp.inf, shifted))
+  # normaliser is then exact even when p_k rounds to 1, and p_k follows per
+  # row from d = z_k − lse_nt as sigmoid(d). Staying in the shifted domain
+  # keeps log p̂ consistent with p̂ to float32 rounding of O(1) numbers,
+  # whatever the logits' magnitude. The target is pushed down by _BIG (not
+  # -inf, so no inf − inf) and its exp underflows to exactly 0.
+  z_nt = z - (1.0 - keep) * _BIG
+  shift = jax.lax.stop_gradient(jnp.max(z_nt, axis=-1, keepdims=True))
+  shifted = z - shift
+  e = jnp.exp(shifted - (1.0 - keep) * _BIG)
   s = jnp.sum(e, axis=-1, keepdims=True)
+  # Per-row statistics are computed once and stored: fused into the final
+  # reductions, XLA would recompute them for every element (O(C²) per row).
+  shift, s = jax.lax.optimization_barrier((shift, s))
+  shifted = z - shift
+  e = jnp.exp(shifted - (1.0 - keep) * _BIG)
   log_s = jnp.log(s)
-  d = jnp.sum(jnp.where(is_target, shifted, 0.0), axis=-1) - log_s[:, 0]
+  # Gathered from z itself: gathering from `shifted` would force XLA to
+  # write the whole shifted array to memory first.
+  d = (jnp.take_along_axis(z, labels[:, None], axis=-1) - shift) - log_s
   return _LogParts(
-      log_pk=jax.nn.log_sigmoid(d),
-      log_1mpk=jax.nn.log_sigmoid(-d),
+      log_pk=jax.nn.log_sigmoid(d[:, 0]),
+      log_1mpk=jax.nn.log_sigmoid(-d[:, 0]),
       log_phat=shifted - log_s,
       phat=e / s)
+
+
+def _row_sum(x):
+  """Sum over classes, kept out of any later elementwise fusion.
+
+  XLA's CPU backend runs a row reduction followed by arithmetic on its
+  result (e.g. ``0.5 * sum``) through a fused kernel that was 7–10× slower
+  than the reduction alone in benchmarks/divergences.py; the barrier keeps
+  the fast kernel.
+  """
+  return jax.lax.optimization_barrier(jnp.sum(x, axis=-1))
 
 
 def _log_mid(log_a, log_b):
   """log((a + b) / 2) from log a and log b."""
   return jnp.logaddexp(log_a, log_b) - _LOG2
-
-
-def _safe_log(x):
-  """log x where x > 0 and 0 elsewhere, with a finite gradient at x = 0."""
-  positive = x > 0
-  return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), 0.0)
 
 
 def _binary_kl(log_pa, log_1ma, log_pb, log_1mb):
@@ -103,16 +131,18 @@ def _binary_jsd(t: _LogParts, s: _LogParts, reference: bool):
                 + _binary_kl(s.log_pk, s.log_1mpk, log_m, log_1mm))
 
 
-def _nontarget_jsd(t: _LogParts, s: _LogParts, is_target, reference: bool):
+def _nontarget_jsd(t: _LogParts, s: _LogParts, reference: bool):
   m = 0.5 * (t.phat + s.phat)
-  # A term whose weight underflowed to exactly 0 contributes 0; _safe_log
-  # keeps log 0 from turning that 0 into 0 · inf = nan in value or gradient.
-  log_m = _safe_log(m)
+  # Every term is weighted by p̂ or m, exactly 0 at the target and wherever
+  # both probabilities underflow; the floor on m only stops log 0 from
+  # turning such a 0 weight into 0 · inf = nan (in value or gradient), and
+  # changes no term whose weight is not 0 by more than ~1e-36.
+  log_m = jnp.log(jnp.maximum(m, _TINY))
   if reference:
     terms = m * (2.0 * log_m - t.log_phat - s.log_phat)
   else:
     terms = (t.phat * (t.log_phat - log_m) + s.phat * (s.log_phat - log_m))
-  return 0.5 * jnp.sum(jnp.where(is_target, 0.0, terms), axis=-1)
+  return _row_sum(0.5 * terms)
 
 
 def _prepare(teacher_logits, student_logits, labels, temperature, min_classes):
@@ -124,8 +154,7 @@ def _prepare(teacher_logits, student_logits, labels, temperature, min_classes):
   t = jnp.asarray(temperature, jnp.float32)
   zt = jnp.asarray(teacher_logits, jnp.float32) / t
   zs = jnp.asarray(student_logits, jnp.float32) / t
-  is_target = jax.nn.one_hot(labels, c, dtype=jnp.bool_)
-  return zt, zs, is_target, t
+  return zt, zs, jnp.asarray(labels), t
 
 
 def _reduce(values: Divergences, t, form: str) -> Divergences:
@@ -137,20 +166,21 @@ def _reduce(values: Divergences, t, form: str) -> Divergences:
   raise ValueError(f"form must be one of {FORMS}, got {form!r}.")
 
 
-def _decompose(zt, zs, is_target, form: str) -> Divergences:
+def _decompose(zt, zs, labels, form: str) -> Divergences:
   reference = form == "reference_code"
-  t = _log_parts(zt, is_target)
-  s = _log_parts(zs, is_target)
+  keep = _nontarget(labels, zt.shape)
+  t = _log_parts(zt, labels, keep)
+  s = _log_parts(zs, labels, keep)
   tckl = _binary_kl(t.log_pk, t.log_1mpk, s.log_pk, s.log_1mpk)
-  nckl = jnp.sum(jnp.where(is_target, 0.0, t.phat * (t.log_phat - s.log_phat)),
-                 axis=-1)
+  # p̂_t is exactly 0 at the target, so the sum runs over i != k.
+  nckl = _row_sum(t.phat * (t.log_phat - s.log_phat))
   mass = jnp.exp(t.log_1mpk)
   return Divergences(
       kl=tckl + mass * nckl,
       tckl=tckl,
       nckl=nckl,
       tcjsd=_binary_jsd(t, s, reference),
-      ncjsd=_nontarget_jsd(t, s, is_target, reference),
+      ncjsd=_nontarget_jsd(t, s, reference),
       teacher_nontarget_mass=mass)
 
 
@@ -170,9 +200,9 @@ def decompose(*, teacher_logits, student_logits, labels, temperature=1.0,
     ``Divergences`` of ``f32[N]`` arrays; ``kl`` here is assembled from the
     identity KL = TCKL + (1 - p_k^t)·NCKL, which costs nothing extra.
   """
-  zt, zs, is_target, t = _prepare(teacher_logits, student_logits, labels,
-                                  temperature, min_classes=3)
-  return _reduce(_decompose(zt, zs, is_target, form), t, form)
+  zt, zs, labels, t = _prepare(teacher_logits, student_logits, labels,
+                               temperature, min_classes=3)
+  return _reduce(_decompose(zt, zs, labels, form), t, form)
 
 
 def kl(*, teacher_logits, student_logits, labels=None, temperature=1.0):
@@ -193,9 +223,10 @@ def kl(*, teacher_logits, student_logits, labels=None, temperature=1.0):
 
 
 def _binary_only(teacher_logits, student_logits, labels, temperature):
-  zt, zs, is_target, _ = _prepare(teacher_logits, student_logits, labels,
-                                  temperature, min_classes=2)
-  return _log_parts(zt, is_target), _log_parts(zs, is_target)
+  zt, zs, labels, _ = _prepare(teacher_logits, student_logits, labels,
+                               temperature, min_classes=2)
+  keep = _nontarget(labels, zt.shape)
+  return _log_parts(zt, labels, keep), _log_parts(zs, labels, keep)
 
 
 def tckl(*, teacher_logits, student_logits, labels, temperature=1.0):
