@@ -45,9 +45,14 @@ def _parse(key: str, text: str, current: Any) -> Any:
     if isinstance(current, (int, float, str)):
       return kind(text)
     if isinstance(current, (tuple, list)):
-      value = ast.literal_eval(text)
+      try:
+        value = ast.literal_eval(text)
+      except (ValueError, SyntaxError):  # bare words: a,b,c
+        element = type(current[0]) if current else str
+        value = [element(word.strip()) for word in text.split(",")
+                 if word.strip()]
       if not isinstance(value, (tuple, list)):
-        raise ValueError
+        value = [value]  # a single element: "fig3" or "0.5"
       return kind(value)
   except (ValueError, SyntaxError):
     raise ValueError(f"Config key {key!r}: cannot parse {text!r} as "

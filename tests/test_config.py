@@ -100,6 +100,14 @@ def test_overrides_are_parsed_to_the_field_type():
   assert config_lib.apply_overrides(_base(), ["lr=1"]).lr == 1.0
 
 
+def test_list_overrides_take_bare_words_and_single_values():
+  """``a,b`` and a lone ``8`` set list fields, typed like their elements."""
+  config = config_lib.apply_overrides(_base(), ["hidden=8"])
+  assert config.hidden == (8,)
+  config = config_lib.apply_overrides(_base(), ["hidden=4,8"])
+  assert config.hidden == (4, 8)
+
+
 @pytest.mark.parametrize("override, message", [
     ("lrr=0.1", r"Unknown config key 'lrr'\. Did you mean \['lr'\]\? Valid "
                 r"keys: \['hidden', 'lr', 'model.depth', 'name', 'on', "
@@ -108,7 +116,7 @@ def test_overrides_are_parsed_to_the_field_type():
     ("model=3", r"Unknown config key 'model'"),
     ("seeds=1.5", r"'seeds': cannot parse '1.5' as int"),
     ("on=yes", r"'on': cannot parse 'yes' as bool"),
-    ("hidden=8", r"'hidden': cannot parse '8' as tuple"),
+    ("hidden=8,x", r"'hidden': cannot parse '8,x' as tuple"),
     ("lr", r"not of the form key=value"),
 ])
 def test_bad_overrides_name_the_key(override, message):
