@@ -131,7 +131,13 @@ def _binary_jsd(t: _LogParts, s: _LogParts, reference: bool):
                 + _binary_kl(s.log_pk, s.log_1mpk, log_m, log_1mm))
 
 
-def _nontarget_jsd(t: _LogParts, s: _LogParts, reference: bool):
+def _nontarget_kl_jsd(t: _LogParts, s: _LogParts, reference: bool):
+  """(NCKL, NCJSD) per row from one pass over the classes.
+
+  Both sums come out of a single stacked reduction, so p̂_t and p̂_s are
+  exponentiated once rather than once per metric. p̂ is exactly 0 at the
+  target, so the sums run over i != k.
+  """
   m = 0.5 * (t.phat + s.phat)
   # Every term is weighted by p̂ or m, exactly 0 at the target and wherever
   # both probabilities underflow; the floor on m only stops log 0 from
@@ -139,10 +145,12 @@ def _nontarget_jsd(t: _LogParts, s: _LogParts, reference: bool):
   # changes no term whose weight is not 0 by more than ~1e-36.
   log_m = jnp.log(jnp.maximum(m, _TINY))
   if reference:
-    terms = m * (2.0 * log_m - t.log_phat - s.log_phat)
+    jsd_terms = m * (2.0 * log_m - t.log_phat - s.log_phat)
   else:
-    terms = (t.phat * (t.log_phat - log_m) + s.phat * (s.log_phat - log_m))
-  return _row_sum(0.5 * terms)
+    jsd_terms = (t.phat * (t.log_phat - log_m) + s.phat * (s.log_phat - log_m))
+  kl_terms = t.phat * (t.log_phat - s.log_phat)
+  sums = _row_sum(jnp.stack([kl_terms, 0.5 * jsd_terms], axis=1))
+  return sums[:, 0], sums[:, 1]
 
 
 def _prepare(teacher_logits, student_logits, labels, temperature, min_classes):
@@ -172,15 +180,14 @@ def _decompose(zt, zs, labels, form: str) -> Divergences:
   t = _log_parts(zt, labels, keep)
   s = _log_parts(zs, labels, keep)
   tckl = _binary_kl(t.log_pk, t.log_1mpk, s.log_pk, s.log_1mpk)
-  # p̂_t is exactly 0 at the target, so the sum runs over i != k.
-  nckl = _row_sum(t.phat * (t.log_phat - s.log_phat))
+  nckl, ncjsd = _nontarget_kl_jsd(t, s, reference)
   mass = jnp.exp(t.log_1mpk)
   return Divergences(
       kl=tckl + mass * nckl,
       tckl=tckl,
       nckl=nckl,
       tcjsd=_binary_jsd(t, s, reference),
-      ncjsd=_nontarget_jsd(t, s, reference),
+      ncjsd=ncjsd,
       teacher_nontarget_mass=mass)
 
 
