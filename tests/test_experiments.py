@@ -8,6 +8,7 @@ import pytest
 from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
 from ntdh_jax.experiments import ntdh
+from ntdh_jax.experiments import ntdh_report
 
 CONFIG = "sweeps/configs/ntdh_synthetic.py"
 # Every part, both presets, at the smallest scale that still has a trend.
@@ -64,7 +65,7 @@ def tiny_study(tmp_path_factory):
 
 def test_tiny_study_writes_the_documented_files(tiny_study):
   workdir, rows = tiny_study
-  for name in ("results.jsonl", "report.md", "fig3_reference.png",
+  for name in ("results.jsonl", "report.md", "summary.csv", "fig3_reference.png",
                "fig3_tuned.png", "weights_tuned.png", "alg1_tuned.png",
                "alg2_tuned.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
@@ -84,6 +85,15 @@ def test_tiny_study_rows_have_metrics_and_curves(tiny_study):
       assert all(v == v for v in curve), metric  # no NaN
   joint = [r for r in rows if r["stage"] == "joint"]
   assert joint and all("final.baseline_ncjsd" in r for r in joint)
+
+
+def test_tidy_table_aggregates_over_seeds(tiny_study):
+  _, rows = tiny_study
+  table = ntdh_report.tidy(rows)
+  fig3 = [t for t in table if t["part"] == "fig3" and t["role"] == "kd"
+          and t["metric"] == "test_acc"]
+  assert len(fig3) == 2 * 2  # presets × gaps
+  assert all(t["n"] == 2 and 0 <= t["mean"] <= 1 for t in fig3)
 
 
 def test_tiny_study_report_has_a_verdict_per_claim(tiny_study):

@@ -1,5 +1,9 @@
 """Tables, figures and ``report.md`` of the NTDH synthetic study.
 
+``tidy(rows)`` is the study as one tidy table (condition × metric → mean,
+std, n over seeds), also written to ``summary.csv``; ``write`` renders the
+per-figure tables, the figures and the verdicts from the same rows.
+
 Every number is the mean ± std over seeds of a run's last evaluation (the
 ``history.*`` lists of ``results.jsonl``); accuracies are in %. Each paper
 claim gets a one-line verdict computed from those numbers.
@@ -7,6 +11,7 @@ claim gets a one-line verdict computed from those numbers.
 
 from __future__ import annotations
 
+import csv
 import os
 from collections import defaultdict
 from typing import Callable, Iterable
@@ -220,6 +225,41 @@ def _ordering(result, gap):
 
 # --------------------------------------------------------------- report
 
+_KEYS = ("preset", "part", "stage", "role", "gap", "kind", "ratio", "alpha",
+         "beta")
+
+
+def tidy(rows) -> list[dict]:
+  """The tidy summary table: one row per (condition, metric).
+
+  A condition is (preset, part, stage, role, γ, mask kind, mask ratio, α,
+  β); each metric is the last evaluation of a run, aggregated over seeds
+  into ``mean``, ``std`` and ``n``.
+  """
+  groups = defaultdict(list)
+  for r in rows:
+    key = (r.get("tag.preset"), r.get("tag.part"), r["stage"],
+           r.get("tag.role"), _gap(r), r.get("tag.kind"), r.get("tag.ratio"),
+           r.get("hp.alpha"), r.get("hp.beta"))
+    groups[key].append(r)
+  table = []
+  for key, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    metrics = sorted({k[len("history."):] for r in rs for k in r
+                      if k.startswith("history.")})
+    for metric in metrics:
+      mean, std, n = _stats(rs, metric)
+      table.append({**dict(zip(_KEYS, key)), "metric": metric, "mean": mean,
+                    "std": std, "n": n})
+  return table
+
+
+def _write_csv(path, table):
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(_KEYS) + ["metric", "mean",
+                                                         "std", "n"])
+    writer.writeheader()
+    writer.writerows(table)
+
 
 def write(rows, config, workdir) -> str:
   """Writes figures and ``report.md`` into ``workdir``; returns its path."""
@@ -276,6 +316,8 @@ def write(rows, config, workdir) -> str:
                        + " (mean over ratios > 0)."))
   out.insert(2, "\n## Paper claims and verdicts\n\n" + "\n".join(claims)
              + "\n")
+  _write_csv(os.path.join(workdir, "summary.csv"), tidy(rows))
+  out.append("\n`summary.csv`: every condition × metric as mean, std, n.\n")
   path = os.path.join(workdir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(out) + "\n")
