@@ -11,6 +11,7 @@ Everything else is importable: ``ntdh_jax.config`` loads the config and
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Sequence
 
 import jax
@@ -38,6 +39,9 @@ def _parse_flags(argv: Sequence[str] | None):
                            "bit-identical results on any device count")
   parser.add_argument("--no-progress", dest="progress", action="store_false",
                       help="hide the progress bar")
+  parser.add_argument("--cpu_devices", type=int, default=os.cpu_count(),
+                      help="XLA CPU devices to split this host into (default: "
+                           "one per core), so CPU sweeps use every core")
   parser.add_argument("--multihost", action="store_true",
                       help="call jax.distributed.initialize() first (run the "
                            "same command on every host)")
@@ -57,8 +61,20 @@ def _parse_flags(argv: Sequence[str] | None):
   return flags, overrides
 
 
+def _split_cpu(devices: int) -> None:
+  """One XLA CPU device per core: XLA runs each computation on one thread,
+  while the sweep engine runs one shard of every chunk per device, in
+  parallel. Only the CPU platform reads this flag, so GPU and TPU hosts are
+  unaffected; it must be set before JAX starts its backends."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_force_host_platform_device_count" not in flags:
+    os.environ["XLA_FLAGS"] = (
+        f"{flags} --xla_force_host_platform_device_count={devices}").strip()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   flags, overrides = _parse_flags(argv)
+  _split_cpu(flags.cpu_devices)
   if flags.multihost:
     jax.distributed.initialize()
   base, configs, fingerprint = config_lib.load_sweep(flags.config, overrides)
