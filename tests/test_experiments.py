@@ -14,7 +14,8 @@ CONFIG = "sweeps/configs/ntdh_synthetic.py"
 # Every part, both presets, at the smallest scale that still has a trend.
 TINY = ["num_seeds=2", "gaps=0,1", "weights.alphas=0,1", "weights.betas=0,1",
         "alg1.gaps=0.5", "alg1.ratios=0.5", "alg1.repeats=2",
-        "alg2.ratios=0,0.5", "presets.reference.epochs=4",
+        "alg2.ratios=0,0.5", "presets.reference.parts=fig3",
+        "presets.reference.epochs=4",
         "presets.reference.eval_every=2", "presets.tuned.epochs=2",
         "presets.tuned.eval_every=1"]
 
