@@ -117,3 +117,18 @@ def test_relaunch_skips_finished_runs(tiny_study):
   again = experiments.run(configs, workdir, base=base, progress=False,
                           fingerprint=fingerprint)
   assert again == rows
+
+
+def test_mfh_variant_reports_binary_metrics_only(tmp_path):
+  """2-class MFH data: Fig. 3 without the non-target parts, against overlap o."""
+  base, configs, fingerprint = _sweep(":mfh,quick", [
+      "num_seeds=1", "gaps=0,10", "presets.mfh.epochs=2",
+      "presets.mfh.eval_every=1"])
+  rows = experiments.run(configs, str(tmp_path), base=base, progress=False,
+                         fingerprint=fingerprint)
+  kd = [r for r in rows if r.get("tag.role") == "kd"]
+  assert kd and all("history.tcjsd" in r and "history.ncjsd" not in r
+                    for r in kd)
+  report = (tmp_path / "report.md").read_text()
+  assert "| overlap | teacher acc" in report
+  assert "NCJSD grows" not in report
