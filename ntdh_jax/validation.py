@@ -61,17 +61,21 @@ def check_labels(labels, num_examples: int, num_classes: int):
           f"(first {min(5, int(bad.sum()))} of {int(bad.sum())} out of range).")
 
 
-def check_positive(value, name: str):
-  """Checks a scalar is > 0 where its value is known."""
+def check_scalar(value, name: str):
+  """Checks ``value`` has shape ``()``."""
   if jnp.ndim(value) != 0:
     raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
+
+
+def check_positive(value, name: str):
+  """Checks a scalar is > 0 where its value is known."""
+  check_scalar(value, name)
   if is_concrete(value) and not float(value) > 0:
     raise ValueError(f"{name} must be > 0, got {float(value)}.")
 
 
 def check_fraction(value, name: str):
   """Checks a ratio lies in ``[0, 1)`` where its value is known."""
-  if jnp.ndim(value) != 0:
-    raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
+  check_scalar(value, name)
   if is_concrete(value) and not 0.0 <= float(value) < 1.0:
     raise ValueError(f"{name} must lie in [0, 1), got {float(value)}.")

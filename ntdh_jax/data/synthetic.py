@@ -127,8 +127,7 @@ def check_gamma(gamma):
   Only a concrete γ is checked; under a trace (jit/vmap) the view
   generators round 20·(1−γ) to the nearest integer and clip it to [0, 20].
   """
-  if jnp.ndim(gamma) != 0:
-    raise ValueError(f"gamma must be a scalar, got shape {jnp.shape(gamma)}.")
+  validation.check_scalar(gamma, "gamma")
   if not validation.is_concrete(gamma):
     return
   g = float(gamma)
@@ -261,9 +260,7 @@ def check_overlap(overlap, teacher_decisive_dim: int = 10,
   xs2, and it holds xs1 features, so o may not exceed xs1. Under a trace the
   overlap is rounded and clipped to that range instead.
   """
-  if jnp.ndim(overlap) != 0:
-    raise ValueError(
-        f"overlap must be a scalar, got shape {jnp.shape(overlap)}.")
+  validation.check_scalar(overlap, "overlap")
   if not validation.is_concrete(overlap):
     return
   o = float(overlap)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from ntdh_jax import validation
-from ntdh_jax.losses.logit import _check_reduction, _check_scalar, _reduce
+from ntdh_jax.losses.logit import _check_reduction, _reduce
 
 
 def _check_features(student_features, teacher_features, *, same_shape: bool,
@@ -160,8 +160,8 @@ def rkd(student_features, teacher_features, distance_weight=25.0,
   """
   _check_features(student_features, teacher_features, same_shape=False,
                   min_examples=2)
-  _check_scalar(distance_weight, "distance_weight")
-  _check_scalar(angle_weight, "angle_weight")
+  validation.check_scalar(distance_weight, "distance_weight")
+  validation.check_scalar(angle_weight, "angle_weight")
   s, t = _flatten(student_features), _flatten(teacher_features)
   s_diff = s[None, :, :] - s[:, None, :]  # [i, j] = f_j - f_i
   t_diff = t[None, :, :] - t[:, None, :]

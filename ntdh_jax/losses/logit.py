@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from ntdh_jax import divergences
+from ntdh_jax import validation
 
 REDUCTIONS = ("mean", "none")
 
@@ -45,11 +46,6 @@ def _check_reduction(reduction: str):
 
 def _reduce(per_example: jax.Array, reduction: str) -> jax.Array:
   return jnp.mean(per_example) if reduction == "mean" else per_example
-
-
-def _check_scalar(value, name: str):
-  if jnp.ndim(value) != 0:
-    raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
 
 
 def kd(student_logits, teacher_logits, temperature=4.0, *,
@@ -95,8 +91,8 @@ def decoupled_kl(student_logits, teacher_logits, labels, alpha, beta,
     ``f32[]`` or ``f32[N]``.
   """
   _check_reduction(reduction)
-  _check_scalar(alpha, "alpha")
-  _check_scalar(beta, "beta")
+  validation.check_scalar(alpha, "alpha")
+  validation.check_scalar(beta, "beta")
   parts = divergences.decompose(teacher_logits=teacher_logits,
                                 student_logits=student_logits, labels=labels,
                                 temperature=temperature)
