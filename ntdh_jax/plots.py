@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: sweeps run headless
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
+import numpy as np
+# Figure objects render to files without pyplot, so importing this module
+# neither needs a display nor changes the backend of a user's notebook.
+from matplotlib.figure import Figure
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]
 
@@ -31,8 +30,8 @@ def save_grid(path: str, panels: Sequence[Sequence[dict]], *,
               suptitle: str = "") -> str:
   """Draws ``panels[row][col]`` (kwargs of ``band_panel``) into one PNG."""
   rows, cols = len(panels), max(len(r) for r in panels)
-  fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows),
-                           squeeze=False)
+  fig = Figure(figsize=(5 * cols, 3.6 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for r, row in enumerate(panels):
     for col in range(cols):
       if col < len(row):
@@ -43,5 +42,4 @@ def save_grid(path: str, panels: Sequence[Sequence[dict]], *,
     fig.suptitle(suptitle)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return path
