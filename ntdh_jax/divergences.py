@@ -15,21 +15,33 @@ The paper's Eqs. 5/19 print only the target term of the binary divergences;
 the two-term binary form used here is the one consistent with its Eq. 17 and
 with DKD. ``form="reference_code"`` reproduces the authors' code instead:
 JSD computed as ½[KL(M||P) + KL(M||Q)] (the argument order of torch's
-``kl_div``), every metric multiplied by T² and averaged over the batch into a
-scalar. Their code never divides the logits by T before this metric and only
-ever calls it with T = 1; here the logits are divided by T in both forms.
+``kl_div``), every metric multiplied by T² and averaged over the batch (its
+valid entries, given ``where``) into a scalar. Their code never divides the
+logits by T before this metric and only ever calls it with T = 1; here the
+logits are divided by T in both forms.
 
 All functions are pure and take keyword arguments
-``teacher_logits: f[N, C], student_logits: f[N, C], labels: int[N]`` and a
-scalar ``temperature`` (may be a traced array, so sweeps can vmap it). Inputs
-of any floating dtype are computed in float32. Everything is done in log
-space: logits of magnitude 1e4 and probabilities that underflow to exactly 0
-give finite values and finite gradients.
+``teacher_logits: f[..., C], student_logits: f[..., C], labels: int[...]``, a
+scalar ``temperature`` (may be a traced array, so sweeps can vmap it) and an
+optional ``where: bool[...]`` marking the valid entries (optax's
+convention). The leading shape is anything: ``[N]`` for a classification
+batch, ``[B, H, W]`` for per-pixel divergences of a segmentation batch.
+Per-example outputs have the leading shape; entries with ``where=False``
+are exactly 0, their labels may be anything (an ignore label 255 ≥ C) and
+give neither an error nor NaN/Inf in values or gradients. Inputs of any
+floating dtype are computed in float32. Everything is done in log space:
+logits of magnitude 1e4 and probabilities that underflow to exactly 0 give
+finite values and finite gradients.
+
+Internally every leading shape is flattened to ``[N, C]`` and the result
+reshaped back, so a ``[..., C]`` result is bit for bit the ``[N, C]`` result
+of the flattened arrays, and ``[N, C]`` inputs without ``where`` take exactly
+the arithmetic they always took.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +55,8 @@ _TINY = float(jnp.finfo(jnp.float32).tiny)
 
 
 class Divergences(NamedTuple):
-  """All NTDH metrics of a batch, each ``f32[N]`` (scalars in reference form)."""
+  """All NTDH metrics of a batch, each ``f32[...]`` (scalars in reference
+  form)."""
   kl: jax.Array
   tckl: jax.Array
   nckl: jax.Array
@@ -153,25 +166,77 @@ def _nontarget_kl_jsd(t: _LogParts, s: _LogParts, reference: bool):
   return sums[:, 0], sums[:, 1]
 
 
-def _prepare(teacher_logits, student_logits, labels, temperature, min_classes):
+class _Batch(NamedTuple):
+  """Validated inputs flattened to ``[N, C]`` / ``[N]``."""
+  zt: jax.Array                # f32[N, C] teacher logits / T
+  zs: jax.Array                # f32[N, C] student logits / T
+  labels: jax.Array            # int[N], a safe class 0 where not valid
+  t: jax.Array                 # f32[] temperature
+  shape: tuple                 # the leading (batch) shape
+  where: Optional[jax.Array]   # bool[N] or None
+
+
+def _flat_logits(logits, t):
+  """``f[..., C]`` logits as ``f32[N, C] / T``.
+
+  Flattening is a reshape, not arithmetic, and a no-op on ``[N, C]``: every
+  leading shape goes through the same ``[N, C]`` computation, bit for bit.
+  """
+  c = jnp.shape(logits)[-1]
+  return jnp.reshape(jnp.asarray(logits, jnp.float32), (-1, c)) / t
+
+
+def _flat_where(where):
+  return None if where is None else jnp.reshape(jnp.asarray(where), (-1,))
+
+
+def _prepare(teacher_logits, student_logits, labels, temperature, where,
+             min_classes) -> _Batch:
   validation.check_logits_pair(teacher_logits, student_logits,
                                min_classes=min_classes)
-  n, c = jnp.shape(teacher_logits)
-  validation.check_labels(labels, n, c)
+  shape = tuple(jnp.shape(teacher_logits)[:-1])
+  validation.check_where(where, shape)
+  validation.check_labels(labels, shape, jnp.shape(teacher_logits)[-1],
+                          where=where)
   validation.check_positive(temperature, "temperature")
   t = jnp.asarray(temperature, jnp.float32)
-  zt = jnp.asarray(teacher_logits, jnp.float32) / t
-  zs = jnp.asarray(student_logits, jnp.float32) / t
-  return zt, zs, jnp.asarray(labels), t
+  zt, zs = _flat_logits(teacher_logits, t), _flat_logits(student_logits, t)
+  flat_where = _flat_where(where)
+  labels = jnp.reshape(jnp.asarray(labels), (-1,))
+  if flat_where is not None:
+    # Ignored entries may carry any label (255 >= C): gathering with it
+    # would read out of range, so they are computed with class 0 and their
+    # outputs discarded by _unflatten.
+    labels = jnp.where(flat_where, labels, 0)
+  return _Batch(zt, zs, labels, t, shape, flat_where)
 
 
-def _reduce(values: Divergences, t, form: str) -> Divergences:
+def _unflatten(value, shape, where):
+  """A per-example ``[N]`` value back to the batch shape, 0 where invalid.
+
+  ``jnp.where`` (not a product) so the ignored entries' cotangent is
+  exactly 0 and nothing computed there reaches values or gradients.
+  """
+  if where is not None:
+    value = jnp.where(where, value, 0.0)
+  return jnp.reshape(value, shape)
+
+
+def _mean(value, where):
+  """Mean over the valid entries; 0 when there are none."""
+  if where is None:
+    return jnp.mean(value)
+  count = jnp.sum(where, dtype=jnp.float32)
+  return jnp.sum(jnp.where(where, value, 0.0)) / jnp.maximum(count, 1.0)
+
+
+def _reduce(values: Divergences, batch: _Batch, form: str) -> Divergences:
   if form == "paper":
-    return values
-  if form == "reference_code":
-    return Divergences(*(jnp.mean(v) * t**2 for v in values[:5]),
-                       jnp.mean(values.teacher_nontarget_mass))
-  raise ValueError(f"form must be one of {FORMS}, got {form!r}.")
+    return Divergences(*(_unflatten(v, batch.shape, batch.where)
+                         for v in values))
+  t = batch.t
+  return Divergences(*(_mean(v, batch.where) * t**2 for v in values[:5]),
+                     _mean(values.teacher_nontarget_mass, batch.where))
 
 
 def _decompose(zt, zs, labels, form: str) -> Divergences:
@@ -192,69 +257,88 @@ def _decompose(zt, zs, labels, form: str) -> Divergences:
 
 
 def decompose(*, teacher_logits, student_logits, labels, temperature=1.0,
-              form: str = "paper") -> Divergences:
+              where=None, form: str = "paper") -> Divergences:
   """All NTDH metrics from one softmax pass per logit array.
 
   Args:
-    teacher_logits: ``f[N, C]``, C >= 3.
-    student_logits: ``f[N, C]``.
-    labels: ``int[N]`` in ``[0, C)``.
+    teacher_logits: ``f[..., C]``, C >= 3.
+    student_logits: ``f[..., C]``.
+    labels: ``int[...]`` in ``[0, C)`` where valid.
     temperature: scalar > 0; logits are divided by it.
+    where: optional ``bool[...]``, False marks entries to ignore (their
+      outputs are 0, their labels unchecked).
     form: ``"paper"`` (per-sample, default) or ``"reference_code"`` (the
-      authors' JSD argument order, ·T², batch mean → scalars).
+      authors' JSD argument order, ·T², mean over the valid entries →
+      scalars).
 
   Returns:
-    ``Divergences`` of ``f32[N]`` arrays; ``kl`` here is assembled from the
+    ``Divergences`` of ``f32[...]`` arrays; ``kl`` here is assembled from the
     identity KL = TCKL + (1 - p_k^t)·NCKL, which costs nothing extra.
   """
-  zt, zs, labels, t = _prepare(teacher_logits, student_logits, labels,
-                               temperature, min_classes=3)
-  return _reduce(_decompose(zt, zs, labels, form), t, form)
+  validation.check_choice(form, "form", FORMS)
+  batch = _prepare(teacher_logits, student_logits, labels, temperature, where,
+                   min_classes=3)
+  return _reduce(_decompose(batch.zt, batch.zs, batch.labels, form), batch,
+                 form)
 
 
-def kl(*, teacher_logits, student_logits, labels=None, temperature=1.0):
-  """KL(p_t || p_s) per sample, ``f32[N]``, computed directly over all C.
+def kl(*, teacher_logits, student_logits, labels=None, temperature=1.0,
+       where=None):
+  """KL(p_t || p_s) per sample, ``f32[...]``, computed directly over all C.
 
   ``labels`` is accepted (and checked if given) so every metric here shares a
   signature; the full KL does not depend on it.
   """
   validation.check_logits_pair(teacher_logits, student_logits)
-  n, c = jnp.shape(teacher_logits)
+  shape = tuple(jnp.shape(teacher_logits)[:-1])
+  validation.check_where(where, shape)
   if labels is not None:
-    validation.check_labels(labels, n, c)
+    validation.check_labels(labels, shape, jnp.shape(teacher_logits)[-1],
+                            where=where)
   validation.check_positive(temperature, "temperature")
   t = jnp.asarray(temperature, jnp.float32)
-  log_pt = jax.nn.log_softmax(jnp.asarray(teacher_logits, jnp.float32) / t)
-  log_ps = jax.nn.log_softmax(jnp.asarray(student_logits, jnp.float32) / t)
-  return jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1)
+  log_pt = jax.nn.log_softmax(_flat_logits(teacher_logits, t))
+  log_ps = jax.nn.log_softmax(_flat_logits(student_logits, t))
+  return _unflatten(jnp.sum(jnp.exp(log_pt) * (log_pt - log_ps), axis=-1),
+                    shape, _flat_where(where))
 
 
-def _binary_only(teacher_logits, student_logits, labels, temperature):
-  zt, zs, labels, _ = _prepare(teacher_logits, student_logits, labels,
-                               temperature, min_classes=2)
-  keep = _nontarget(labels, zt.shape)
-  return _log_parts(zt, labels, keep), _log_parts(zs, labels, keep)
+def _binary_only(teacher_logits, student_logits, labels, temperature, where):
+  batch = _prepare(teacher_logits, student_logits, labels, temperature, where,
+                   min_classes=2)
+  keep = _nontarget(batch.labels, batch.zt.shape)
+  return (_log_parts(batch.zt, batch.labels, keep),
+          _log_parts(batch.zs, batch.labels, keep), batch)
 
 
-def tckl(*, teacher_logits, student_logits, labels, temperature=1.0):
-  """Target-class KL, KL([p_k, 1-p_k]_t || [p_k, 1-p_k]_s), ``f32[N]``."""
-  t, s = _binary_only(teacher_logits, student_logits, labels, temperature)
-  return _binary_kl(t.log_pk, t.log_1mpk, s.log_pk, s.log_1mpk)
+def tckl(*, teacher_logits, student_logits, labels, temperature=1.0,
+         where=None):
+  """Target-class KL, KL([p_k, 1-p_k]_t || [p_k, 1-p_k]_s), ``f32[...]``."""
+  t, s, batch = _binary_only(teacher_logits, student_logits, labels,
+                             temperature, where)
+  return _unflatten(_binary_kl(t.log_pk, t.log_1mpk, s.log_pk, s.log_1mpk),
+                    batch.shape, batch.where)
 
 
-def tcjsd(*, teacher_logits, student_logits, labels, temperature=1.0):
-  """Target-class JSD of the binary distributions, ``f32[N]`` in [0, ln 2]."""
-  t, s = _binary_only(teacher_logits, student_logits, labels, temperature)
-  return _binary_jsd(t, s, reference=False)
+def tcjsd(*, teacher_logits, student_logits, labels, temperature=1.0,
+          where=None):
+  """Target-class JSD of the binary distributions, ``f32[...]`` in [0, ln 2]."""
+  t, s, batch = _binary_only(teacher_logits, student_logits, labels,
+                             temperature, where)
+  return _unflatten(_binary_jsd(t, s, reference=False), batch.shape,
+                    batch.where)
 
 
-def nckl(*, teacher_logits, student_logits, labels, temperature=1.0):
-  """Non-target KL, KL(p̂_t || p̂_s) over the C-1 other classes, ``f32[N]``."""
+def nckl(*, teacher_logits, student_logits, labels, temperature=1.0,
+         where=None):
+  """Non-target KL, KL(p̂_t || p̂_s) over the C-1 other classes, ``f32[...]``.
+  """
   return decompose(teacher_logits=teacher_logits, student_logits=student_logits,
-                   labels=labels, temperature=temperature).nckl
+                   labels=labels, temperature=temperature, where=where).nckl
 
 
-def ncjsd(*, teacher_logits, student_logits, labels, temperature=1.0):
-  """Non-target JSD(p̂_t, p̂_s), ``f32[N]`` in [0, ln 2]."""
+def ncjsd(*, teacher_logits, student_logits, labels, temperature=1.0,
+          where=None):
+  """Non-target JSD(p̂_t, p̂_s), ``f32[...]`` in [0, ln 2]."""
   return decompose(teacher_logits=teacher_logits, student_logits=student_logits,
-                   labels=labels, temperature=temperature).ncjsd
+                   labels=labels, temperature=temperature, where=where).ncjsd

@@ -1,9 +1,11 @@
 """Feature masks (NTDH Algorithm 1) and sample masks (Algorithm 2).
 
-Algorithm 1 scores every teacher input feature by *permutation importance*:
-shuffle that feature's column across samples and measure how much the
-teacher–student non-target divergence (NCJSD) moves. All features × all
-repeats are evaluated as one vmapped computation.
+Algorithm 1 scores every teacher input *unit* — a feature column of an
+``[N, D]`` input, a pixel (all its channels together) of an ``[N, H, W, C]``
+image — by *permutation importance*: shuffle that unit across samples and
+measure how much the teacher–student non-target divergence (NCJSD) moves.
+The scores are computed in mini-batches of units and of rows, so memory is
+bounded whatever the input size.
 
 Which features the "true" mask removes: the paper's intent is a mask that
 *lowers* the teacher–student non-target divergence. A feature whose
@@ -18,6 +20,9 @@ random mask a uniformly random subset of the same size.
 Algorithm 2 works per sample inside the student's training step: the ``r``
 fraction of the batch with the largest teacher–student NCJSD is excluded from
 the distillation term (true), or the smallest (false), or a random subset.
+Samples may be pixels: scores of any shape (``[B, H, W]`` for a segmentation
+batch) are ranked together, and a ``where`` mask leaves ignored pixels out of
+the ranking and the count.
 
 Ratios may be traced scalars so a sweep vmaps them: the number removed is
 ``floor(ratio · size)``, and a mask is built by ranking, never by a
@@ -26,7 +31,8 @@ value-dependent shape.
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,44 +41,191 @@ from ntdh_jax import validation
 
 MASK_KINDS = ("true", "false", "random")
 
+# Default memory budget of permutation importance: permuted input values
+# alive at once (unit_batch · row_batch · values per example), 2^24 float32 =
+# 64 MiB. NTDH's synthetic study (6000 rows × 50 features, 10 units a step:
+# 3·10^6 values) fits one row block, where the importance is the old
+# single-pass batch mean bit for bit; a 240×320×3 image batch gets blocks of
+# ~7 rows instead of exhausting memory.
+_BLOCK_VALUES = 2**24
+_UNIT_BATCH = 10  # units scored side by side (vmapped) per lax.map step
 
-def permutation_importance(score_fn: Callable[[jax.Array], jax.Array],
-                           x: jax.Array, key: jax.Array,
-                           num_repeats: int) -> jax.Array:
-  """Score of ``x`` with each column permuted, for every column and repeat.
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+# ------------------------------------------------------- permutation importance
+
+
+def _as_units(x: jax.Array):
+  """``x`` as ``[N, U, K]`` (U units of K values) and the units' shape.
+
+  ``[N, D]``: each column is a unit, ``unit_shape = (D,)``. ``[N, *S, C]``:
+  each position of S is a unit holding its C channels, ``unit_shape =
+  (*S, 1)``, which broadcasts against one example.
+  """
+  n = x.shape[0]
+  if x.ndim == 2:
+    return jnp.reshape(x, (n, x.shape[1], 1)), (x.shape[1],)
+  spatial = x.shape[1:-1]
+  return (jnp.reshape(x, (n, math.prod(spatial), x.shape[-1])),
+          (*spatial, 1))
+
+
+def _check_importance_args(x, num_repeats, unit_batch, row_batch):
+  validation.check_batch(x, "x", layout="[N, D] or [N, ..., C]")
+  validation.check_positive_int(num_repeats, "num_repeats")
+  validation.check_positive_int(unit_batch, "unit_batch")
+  if row_batch is not None:
+    validation.check_positive_int(row_batch, "row_batch")
+
+
+def _default_row_batch(x, units_at_once: int) -> int:
+  per_example = math.prod(jnp.shape(x)[1:])
+  return max(1, _BLOCK_VALUES // (units_at_once * max(per_example, 1)))
+
+
+def _mean_over_rows(score_fn: ScoreFn, x: jax.Array, row_batch: int,
+                    substitute) -> jax.Array:
+  """Mean over all N rows of ``score_fn`` on ``substitute(x rows, rows)``.
+
+  Rows are scored in contiguous blocks ``rows = start + arange(B)``, ``B =
+  min(row_batch, N)``. One block covering all N computes exactly
+  ``jnp.sum(scores) / N``, the operations of ``jnp.mean``, so a single-block
+  result equals the batch mean of the full-batch per-example score bit for
+  bit (what callers computed before scores were batched). Several blocks are
+  a ``lax.scan`` adding block sums, divided by N at the end; when B does not
+  divide N the last block is shifted back to end at row N and the rows it
+  shares with the previous block are discarded, so every block is a plain
+  slice and each row counts once.
+  """
+  n = x.shape[0]
+  size = min(row_batch, n)
+
+  def scores_of(start):
+    rows = start + jnp.arange(size, dtype=jnp.int32)
+    x_rows = jax.lax.dynamic_slice_in_dim(x, start, size)
+    scores = score_fn(substitute(x_rows, rows), rows)
+    validation.check_shape(
+        scores, "score_fn's output (per-example scores of a block of B rows)",
+        (size,))
+    return rows, scores
+
+  if size == n:
+    return jnp.sum(scores_of(0)[1]) / n
+  num_blocks = -(-n // size)
+
+  def add_block(total, block):
+    first_new = block * size  # rows before it were counted by earlier blocks
+    rows, scores = scores_of(jnp.minimum(first_new, n - size))
+    return total + jnp.sum(jnp.where(rows >= first_new, scores, 0.0)), None
+
+  total, _ = jax.lax.scan(add_block, jnp.zeros((), jnp.float32),
+                          jnp.arange(num_blocks, dtype=jnp.int32))
+  return total / n
+
+
+def mean_score(score_fn: ScoreFn, x: jax.Array, *,
+               row_batch: Optional[int] = None) -> jax.Array:
+  """Mean of the per-example ``score_fn`` over all rows of ``x``, in blocks.
+
+  The unpermuted baseline of ``permutation_importance``, computed the same
+  batched way (same ``score_fn`` contract and block rule).
 
   Args:
-    score_fn: ``f[N, D] -> f32[]``, e.g. the batch-mean NCJSD between the
-      teacher on the permuted input and the (fixed) student.
-    x: ``f[N, D]`` the input whose columns are permuted one at a time.
-    key: PRNG key; repeat m of column j uses ``fold_in(fold_in(key, m), j)``.
-    num_repeats: M, static.
+    score_fn: ``(x_rows f[B, ...], rows i32[B]) -> f32[B]`` per-example
+      scores of a block of rows, ``rows`` their indices into ``x`` (see
+      ``permutation_importance``).
+    x: ``f[N, ...]``.
+    row_batch: rows per block; default as many as hold 2^24 input values.
 
   Returns:
-    ``f32[M, D]`` scores; one vmapped, jit-able computation over M·D inputs.
+    ``f32[]``.
   """
-  if jnp.ndim(x) != 2 or jnp.shape(x)[0] == 0:
-    raise ValueError(f"x must be a non-empty [N, D] array, got {jnp.shape(x)}.")
-  if num_repeats < 1:
-    raise ValueError(f"num_repeats must be >= 1, got {num_repeats}.")
-  n, d = x.shape
+  _check_importance_args(x, 1, 1, row_batch)
+  x = jnp.asarray(x)
+  row_batch = row_batch or _default_row_batch(x, 1)
+  return _mean_over_rows(score_fn, x, row_batch, lambda xb, rows: xb)
 
-  def permuted_score(m, j):
-    k = jax.random.fold_in(jax.random.fold_in(key, m), j)
-    rows = jax.random.permutation(k, n)
-    column = jnp.take(x[:, j], rows)
-    return score_fn(x.at[:, j].set(column))
 
-  repeats, columns = jnp.arange(num_repeats), jnp.arange(d)
-  return jax.vmap(lambda m: jax.vmap(lambda j: permuted_score(m, j))(columns))(
-      repeats)
+def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
+                           num_repeats: int, *, unit_batch: int = _UNIT_BATCH,
+                           row_batch: Optional[int] = None) -> jax.Array:
+  """Mean score of ``x`` with each unit permuted, for every unit and repeat.
+
+  The importance of unit j in repeat m is the mean over all N rows of
+  ``score_fn`` with unit j of every row replaced by that unit of row
+  ``perm[row]``, ``perm = jax.random.permutation(fold_in(fold_in(key, m),
+  j), N)``. A unit is a column of an ``[N, D]`` input, or one position
+  (all channels together) of an ``[N, ..., C]`` input such as
+  ``[N, H, W, C]`` images; j is its flat index.
+
+  Memory: ``lax.map`` steps over the M·U (repeat, unit) pairs,
+  ``unit_batch`` of them vmapped side by side, and each step scores the rows
+  in blocks of ``row_batch``, so at most ``unit_batch × row_batch`` permuted
+  examples exist at once (plus one ``int32[N]`` permutation per unit in the
+  step). The mean is the sum of block sums / N; a single block computes
+  ``jnp.sum(scores) / N`` exactly, see ``mean_score``.
+
+  Args:
+    score_fn: ``(x_rows f[B, ...], rows i32[B]) -> f32[B]``, per-example
+      scores of a block of (permuted) rows; ``rows`` are their indices into
+      ``x``, to look up the matching student logits and labels. E.g. the
+      NCJSD between the teacher on ``x_rows`` and the fixed student. ``rows``
+      is always the contiguous range ``rows[0] + arange(B)``, so
+      ``lax.dynamic_slice_in_dim(a, rows[0], B)`` selects the matching
+      entries of an ``[N, ...]`` array ``a``; for a single block XLA drops
+      that slice, which keeps the result bit for bit that of the unbatched
+      computation (``a[rows]``, a gather, is equal up to float32 round-off:
+      XLA may fuse the arithmetic after it differently).
+    x: ``[N, D]`` or ``[N, ..., C]`` input whose units are permuted.
+    key: PRNG key.
+    num_repeats: M, a static int >= 1.
+    unit_batch: (repeat, unit) pairs scored side by side per step, static.
+      Default 10: enough rows for the teacher's matmuls to amortise a
+      step's overhead, while memory stays ten row blocks.
+    row_batch: rows per block, static; default the most rows for which
+      ``unit_batch · row_batch · (values per example) <= 2^24`` (64 MiB of
+      float32). At that budget NTDH's synthetic study (6000 × 50) is one
+      block, i.e. the unbatched batch mean bit for bit.
+
+  Returns:
+    ``f32[M, D]`` for ``[N, D]`` input, ``f32[M, ..., 1]`` (e.g.
+    ``[M, H, W, 1]``) for ``[N, ..., C]``; a unit's importance broadcasts
+    against one example. One jit-able computation.
+  """
+  _check_importance_args(x, num_repeats, unit_batch, row_batch)
+  x = jnp.asarray(x)
+  n = x.shape[0]
+  units, unit_shape = _as_units(x)
+  num_units = units.shape[1]
+  row_batch = row_batch or _default_row_batch(x, unit_batch)
+
+  def importance(pair):
+    m, j = pair // num_units, pair % num_units
+    perm = jax.random.permutation(
+        jax.random.fold_in(jax.random.fold_in(key, m), j), n)
+
+    def substitute(x_rows, rows):
+      b = x_rows.shape[0]
+      block = jnp.reshape(x_rows, (b, num_units, -1))
+      sources = jax.lax.dynamic_slice_in_dim(perm, rows[0], b)
+      moved = jnp.take(units[:, j, :], sources, axis=0)
+      return jnp.reshape(block.at[:, j, :].set(moved), x_rows.shape)
+
+    return _mean_over_rows(score_fn, x, row_batch, substitute)
+
+  pairs = jnp.arange(num_repeats * num_units, dtype=jnp.int32)
+  scores = jax.lax.map(importance, pairs, batch_size=unit_batch)
+  return jnp.reshape(scores.astype(jnp.float32), (num_repeats, *unit_shape))
 
 
 def normalise_importance(scores: jax.Array) -> jax.Array:
   """Mean over repeats, then min–max scaled to [0, 1] (the paper's Alg. 1).
 
-  ``scores: f32[M, D] -> f32[D]``. If every feature scores the same the
-  result is all zeros (no feature stands out) rather than 0/0.
+  ``scores: f32[M, *unit_shape] -> f32[*unit_shape]`` (``[M, D] -> [D]``,
+  ``[M, H, W, 1] -> [H, W, 1]``); min and max run over all units. If every
+  unit scores the same the result is all zeros (no unit stands out) rather
+  than 0/0.
   """
   mean = jnp.mean(scores, axis=0)
   span = jnp.max(mean) - jnp.min(mean)
@@ -80,70 +233,105 @@ def normalise_importance(scores: jax.Array) -> jax.Array:
                                                                 1.0), 0.0)
 
 
+# ------------------------------------------------------------------ masks
+
+
 def kind_code(kind) -> jax.Array:
   """A mask kind as its index in ``MASK_KINDS``: a name, or an integer code
   (which may be traced, so one compiled program serves all three kinds)."""
+  validation.check_choice_or_index(kind, "kind", MASK_KINDS)
   if isinstance(kind, str):
-    if kind not in MASK_KINDS:
-      raise ValueError(f"kind must be one of {MASK_KINDS}, got {kind!r}.")
     return jnp.asarray(MASK_KINDS.index(kind), jnp.int32)
-  if validation.is_concrete(kind) and float(kind) not in (0.0, 1.0, 2.0):
-    raise ValueError(
-        f"kind must be one of {MASK_KINDS} or its index 0..2, got {kind}.")
   return jnp.asarray(kind).astype(jnp.int32)
 
 
-def _count(ratio, size: int) -> jax.Array:
+def _count(ratio, size) -> jax.Array:
   """floor(ratio · size), robust to float32 rounding of the ratio.
 
   float32(0.53) · 100 = 52.99999; the few-ulp nudge makes it 53 as meant.
+  ``size`` is a static int or a traced float32 count.
   """
   x = jnp.asarray(ratio, jnp.float32) * size
   return jnp.floor(x + jnp.maximum(x, 1.0) * 2.0**-20)
 
 
-def _removal_order(scores, kind, key) -> jax.Array:
-  """Rank of each entry in removal order (0 = removed first).
+def _removal_order(scores, kind, key, valid=None) -> jax.Array:
+  """Rank of each entry of ``f32[n]`` in removal order (0 = removed first).
 
   "true" removes the lowest scores first, "false" the highest, "random" a
-  uniformly random order.
+  uniformly random order. With ``valid: bool[n]``, every invalid entry ranks
+  after every valid one (a two-key sort, so no score value, not even NaN or
+  inf, can put an invalid entry first).
   """
   code = kind_code(kind)
   priority = jnp.select([code == 0, code == 1], [scores, -scores],
                         jax.random.uniform(key, jnp.shape(scores)))
-  return jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
+  if valid is None:
+    return jnp.argsort(jnp.argsort(priority, stable=True), stable=True)
+  n = priority.shape[0]
+  position = jnp.arange(n, dtype=jnp.int32)
+  # Keys: invalid after valid, then priority, then position (ties broken by
+  # position, as the stable argsort above does).
+  order = jax.lax.sort((jnp.logical_not(valid).astype(jnp.int32), priority,
+                        position), num_keys=3)[2]
+  return jnp.zeros(n, jnp.int32).at[order].set(position)
 
 
 def feature_keep_mask(importance: jax.Array, ratio, kind,
                       key: jax.Array) -> jax.Array:
-  """Algorithm 1's teacher input mask: ``f32[D]``, 1 = keep, 0 = removed.
+  """Algorithm 1's teacher input mask, 1 = keep, 0 = removed.
 
   Args:
-    importance: ``f32[D]`` normalised permutation importance.
-    ratio: fraction of features removed, in [0, 1) (may be traced).
-    kind: ``"true"`` removes the lowest-importance features, ``"false"`` the
+    importance: ``f32[*unit_shape]`` normalised permutation importance, any
+      shape: ``[D]`` for features, ``[H, W, 1]`` for pixels.
+    ratio: fraction of units removed, in [0, 1) (may be traced).
+    kind: ``"true"`` removes the lowest-importance units, ``"false"`` the
       highest, ``"random"`` a random subset (see the module docstring); or
       its index in ``MASK_KINDS`` (may be traced).
     key: PRNG key (used by ``"random"``).
+
+  Returns:
+    ``f32`` of ``importance``'s shape; floor(ratio · size) zeros.
   """
   validation.check_fraction(ratio, "ratio")
-  removed = _count(ratio, jnp.shape(importance)[0])
-  return (_removal_order(importance, kind, key) >= removed).astype(jnp.float32)
+  shape = jnp.shape(importance)
+  flat = jnp.reshape(importance, (-1,))
+  removed = _count(ratio, flat.shape[0])
+  keep = _removal_order(flat, kind, key) >= removed
+  return jnp.reshape(keep.astype(jnp.float32), shape)
 
 
-def sample_keep_mask(ncjsd: jax.Array, ratio, kind,
-                     key: jax.Array) -> jax.Array:
-  """Algorithm 2's per-sample mask of the distillation term: ``f32[N]``.
+def sample_keep_mask(ncjsd: jax.Array, ratio, kind, key: jax.Array, *,
+                     where: Optional[jax.Array] = None) -> jax.Array:
+  """Algorithm 2's per-sample mask of the distillation term, 1 = keep.
 
   Args:
-    ncjsd: ``f32[N]`` teacher–student NCJSD of the batch's samples.
+    ncjsd: ``f32[...]`` teacher–student NCJSD of the batch's samples:
+      ``[N]``, or ``[B, H, W]`` for per-pixel Algorithm 2 on a segmentation
+      batch (all entries are ranked together).
     ratio: fraction r of samples excluded, in [0, 1) (may be traced).
     kind: ``"true"`` excludes the most divergent samples, ``"false"`` the
       least divergent, ``"random"`` a random subset; or its index in
       ``MASK_KINDS`` (may be traced).
     key: PRNG key (used by ``"random"``).
+    where: optional ``bool[...]`` of ``ncjsd``'s shape; only valid entries
+      are ranked and counted: floor(r · n_valid) of them are excluded
+      (n_valid may be traced), and invalid entries are 0 in the mask
+      whatever their score.
+
+  Returns:
+    ``f32`` of ``ncjsd``'s shape.
   """
   validation.check_fraction(ratio, "ratio")
-  removed = _count(ratio, jnp.shape(ncjsd)[0])
+  validation.check_where(where, jnp.shape(ncjsd))
+  shape = jnp.shape(ncjsd)
+  flat = jnp.reshape(ncjsd, (-1,))
   # Ranked by -NCJSD, "true" removes the most divergent samples first.
-  return (_removal_order(-ncjsd, kind, key) >= removed).astype(jnp.float32)
+  if where is None:
+    removed = _count(ratio, flat.shape[0])
+    keep = _removal_order(-flat, kind, key) >= removed
+  else:
+    valid = jnp.reshape(where, (-1,))
+    removed = _count(ratio, jnp.sum(valid, dtype=jnp.float32))
+    keep = (_removal_order(-flat, kind, key, valid) >= removed) & valid
+  return jnp.reshape(keep.astype(jnp.float32), shape)

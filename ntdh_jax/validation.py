@@ -1,4 +1,8 @@
-"""Argument checks shared by the public functions.
+"""Argument checks shared by the public functions: the only place they live.
+
+Every check raises ``ValueError`` (wrong shape, value or choice) or
+``TypeError`` (wrong dtype or type) with a message that names the argument
+and says what was expected.
 
 Shapes and dtypes are static under ``jit``, so checking them costs nothing at
 run time. Values (label range, temperature sign) can only be checked when they
@@ -8,57 +12,22 @@ are concrete; under a trace they are left to the opt-in debug mode
 
 from __future__ import annotations
 
+import math
+from typing import Optional, Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+REDUCTIONS = ("mean", "none")
+
 
 def is_concrete(x) -> bool:
-  """True when ``x``'s value is known now (not a tracer inside jit/vmap/grad)."""
+  """True when ``x``'s value is known now (not a tracer in jit/vmap/grad)."""
   return not isinstance(x, jax.core.Tracer)
 
 
-def check_logits_pair(teacher_logits, student_logits, *, min_classes: int = 2):
-  """Checks two ``[N, C]`` floating logit arrays of equal shape."""
-  for name, x in (("teacher_logits", teacher_logits),
-                  ("student_logits", student_logits)):
-    if jnp.ndim(x) != 2:
-      raise ValueError(
-          f"{name} must have rank 2 [N, C], got shape {jnp.shape(x)}.")
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-      raise TypeError(
-          f"{name} must be a floating array, got dtype {jnp.result_type(x)}.")
-  if jnp.shape(teacher_logits) != jnp.shape(student_logits):
-    raise ValueError(
-        "teacher_logits and student_logits must have the same shape [N, C], "
-        f"got {jnp.shape(teacher_logits)} and {jnp.shape(student_logits)}.")
-  n, c = jnp.shape(teacher_logits)
-  if n == 0:
-    raise ValueError("teacher_logits is an empty batch (N = 0); need N >= 1.")
-  if c < min_classes:
-    why = (" NCKL/NCJSD compare distributions over the C-1 non-target classes,"
-           " which is a single point (undefined divergence) when C = 2."
-           if min_classes == 3 else "")
-    raise ValueError(
-        f"teacher_logits has C = {c} classes; need C >= {min_classes}.{why}")
-
-
-def check_labels(labels, num_examples: int, num_classes: int):
-  """Checks integer labels of shape ``[N]`` with values in ``[0, C)``."""
-  if jnp.shape(labels) != (num_examples,):
-    raise ValueError(
-        f"labels must have shape [N] = ({num_examples},), got "
-        f"{jnp.shape(labels)}.")
-  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-    raise TypeError(
-        f"labels must be an integer array, got dtype {jnp.result_type(labels)}.")
-  if is_concrete(labels):
-    values = np.asarray(labels)
-    bad = (values < 0) | (values >= num_classes)
-    if bad.any():
-      raise ValueError(
-          f"labels must lie in [0, {num_classes}); got {values[bad][:5]} "
-          f"(first {min(5, int(bad.sum()))} of {int(bad.sum())} out of range).")
+# -- scalars, counts and choices -----------------------------------------------
 
 
 def check_scalar(value, name: str):
@@ -79,3 +48,287 @@ def check_fraction(value, name: str):
   check_scalar(value, name)
   if is_concrete(value) and not 0.0 <= float(value) < 1.0:
     raise ValueError(f"{name} must lie in [0, 1), got {float(value)}.")
+
+
+def check_positive_int(value, name: str):
+  """Checks a static Python integer >= 1 (a size that sets a shape)."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
+  if value < 1:
+    raise ValueError(f"{name} must be >= 1, got {value}.")
+
+
+def check_choice(value, name: str, choices: Sequence[str]):
+  """Checks ``value`` is one of the static ``choices``."""
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}.")
+
+
+def check_choice_or_index(value, name: str, choices: Sequence[str]):
+  """Checks a name in ``choices`` or its index (an integer-valued number that
+  may be traced, so one compiled program can serve every choice)."""
+  if isinstance(value, str):
+    check_choice(value, name, choices)
+    return
+  check_scalar(value, name)
+  if is_concrete(value) and float(value) not in range(len(choices)):
+    raise ValueError(
+        f"{name} must be one of {tuple(choices)} or its index "
+        f"0..{len(choices) - 1}, got {value}.")
+
+
+def check_reduction(reduction: str):
+  """Checks a loss ``reduction`` is one of ``REDUCTIONS``."""
+  check_choice(reduction, "reduction", REDUCTIONS)
+
+
+def check_type(value, cls: type, name: str, what: str):
+  """Checks ``isinstance(value, cls)``; ``what`` says what to pass instead."""
+  if not isinstance(value, cls):
+    raise TypeError(f"{name} must be {what}, got {type(value).__name__}.")
+
+
+# -- arrays --------------------------------------------------------------------
+
+
+def check_floating(x, name: str):
+  """Checks ``x`` has a floating dtype."""
+  if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    raise TypeError(
+        f"{name} must be a floating array, got dtype {jnp.result_type(x)}.")
+
+
+def check_integer(x, name: str):
+  """Checks ``x`` has an integer dtype."""
+  if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
+    raise TypeError(
+        f"{name} must be an integer array, got dtype {jnp.result_type(x)}.")
+
+
+def check_shape(x, name: str, shape: Sequence[Optional[int]]):
+  """Checks ``x``'s shape; ``None`` in ``shape`` matches any size."""
+  got = jnp.shape(x)
+  if len(got) != len(shape) or any(
+      want is not None and size != want for size, want in zip(got, shape)):
+    raise ValueError(f"{name} must have shape {tuple(shape)}, got {got}.")
+
+
+def check_rank(x, name: str, ranks: Sequence[int], layout: str):
+  """Checks ``x``'s rank is one of ``ranks``; ``layout`` names the axes."""
+  if jnp.ndim(x) not in ranks:
+    raise ValueError(
+        f"{name} must have rank {' or '.join(map(str, ranks))} {layout}, got "
+        f"shape {jnp.shape(x)}.")
+
+
+def check_batch(x, name: str, *, min_rank: int = 2, layout: str = "[N, ...]"):
+  """Checks a non-empty batch: rank >= ``min_rank``, N = shape[0] >= 1."""
+  if jnp.ndim(x) < max(min_rank, 1) or jnp.shape(x)[0] == 0:
+    raise ValueError(
+        f"{name} must be a non-empty {layout} array, got shape "
+        f"{jnp.shape(x)}.")
+
+
+def check_square(x, name: str):
+  """Checks a non-empty square ``[C, C]`` matrix."""
+  shape = jnp.shape(x)
+  if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+    raise ValueError(f"{name} must be a square [C, C] matrix, got shape "
+                     f"{shape}.")
+
+
+def check_where(where, shape: Sequence[int], name: str = "where"):
+  """Checks an optional validity mask: ``None`` or ``bool`` of ``shape``.
+
+  ``where`` follows optax's convention: True marks an entry that counts,
+  False one that is ignored (padding, a segmentation ignore label).
+  """
+  if where is None:
+    return
+  if jnp.result_type(where) != jnp.bool_:
+    raise TypeError(
+        f"{name} must be a boolean array (True = valid entry), got dtype "
+        f"{jnp.result_type(where)}.")
+  if jnp.shape(where) != tuple(shape):
+    raise ValueError(
+        f"{name} must have the batch shape {tuple(shape)} of the labels / "
+        f"logits' leading axes, got {jnp.shape(where)}.")
+
+
+# -- logits and labels ---------------------------------------------------------
+
+
+def check_logits(x, name: str, *, min_classes: int = 1):
+  """Checks one floating ``[..., C]`` logit array with at least one entry."""
+  if jnp.ndim(x) < 1:
+    raise ValueError(
+        f"{name} must have rank >= 1 [..., C], got shape {jnp.shape(x)}.")
+  check_floating(x, name)
+  shape = jnp.shape(x)
+  if math.prod(shape[:-1]) == 0:
+    raise ValueError(
+        f"{name} is an empty batch (leading shape {shape[:-1]}); need at least "
+        "one example.")
+  if shape[-1] < min_classes:
+    why = (" NCKL/NCJSD compare distributions over the C-1 non-target classes,"
+           " which is a single point (undefined divergence) when C = 2."
+           if min_classes == 3 else "")
+    raise ValueError(
+        f"{name} has C = {shape[-1]} classes; need C >= {min_classes}.{why}")
+
+
+def check_num_classes(logits, num_classes: int, name: str = "logits"):
+  """Checks ``logits``' last axis has ``num_classes`` entries."""
+  if jnp.shape(logits)[-1] != num_classes:
+    raise ValueError(
+        f"{name} must have num_classes = {num_classes} entries on the last "
+        f"axis, got shape {jnp.shape(logits)}.")
+
+
+def check_logits_pair(teacher_logits, student_logits, *, min_classes: int = 2,
+                      names=("teacher_logits", "student_logits")):
+  """Checks two floating ``[..., C]`` logit arrays of equal shape."""
+  for name, x in zip(names, (teacher_logits, student_logits)):
+    if jnp.ndim(x) < 1:
+      raise ValueError(
+          f"{name} must have rank >= 1 [..., C], got shape {jnp.shape(x)}.")
+    check_floating(x, name)
+  if jnp.shape(teacher_logits) != jnp.shape(student_logits):
+    raise ValueError(
+        f"{names[0]} and {names[1]} must have the same shape [..., C], got "
+        f"{jnp.shape(teacher_logits)} and {jnp.shape(student_logits)}.")
+  check_logits(teacher_logits, names[0], min_classes=min_classes)
+
+
+def check_labels(labels, shape, num_classes: int, *, where=None,
+                 name: str = "labels"):
+  """Checks integer labels of the batch ``shape`` with values in ``[0, C)``.
+
+  Args:
+    labels: ``int[...]``.
+    shape: the expected batch shape (the logits' leading axes); an int ``N``
+      means ``(N,)``.
+    num_classes: C.
+    where: optional ``bool`` of ``shape``; when given, only the valid entries'
+      values are checked, so ignored entries may hold anything (e.g. 255).
+    name: the argument's name in messages.
+  """
+  shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+  if jnp.shape(labels) != shape:
+    raise ValueError(
+        f"{name} must have shape {_batch_layout(len(shape))} = {shape}, got "
+        f"{jnp.shape(labels)}.")
+  check_integer(labels, name)
+  if is_concrete(labels) and (where is None or is_concrete(where)):
+    values = np.asarray(labels)
+    bad = (values < 0) | (values >= num_classes)
+    if where is not None:
+      bad &= np.asarray(where)
+    if bad.any():
+      raise ValueError(
+          f"{name} must lie in [0, {num_classes}) where valid; got "
+          f"{values[bad][:5]} (first {min(5, int(bad.sum()))} of "
+          f"{int(bad.sum())} out of range).")
+
+
+def check_indices(x, name: str, shape: Sequence[Optional[int]], bound: int,
+                  bound_name: str = "n_data"):
+  """Checks an integer index array of ``shape`` with values in ``[0, bound)``.
+
+  ``None`` in ``shape`` matches any size; values are checked when concrete.
+  """
+  check_shape(x, name, shape)
+  check_integer(x, name)
+  if is_concrete(x):
+    values = np.asarray(x)
+    if values.size and (values.min() < 0 or values.max() >= bound):
+      raise ValueError(
+          f"{name} must lie in [0, {bound_name}) = [0, {bound}); got values "
+          f"in [{values.min()}, {values.max()}].")
+
+
+def check_dataset_labels(labels, name: str = "labels", min_classes: int = 2):
+  """Checks the non-empty ``int[n_data]`` labels of a whole training set,
+  holding at least ``min_classes`` distinct classes when concrete."""
+  if jnp.ndim(labels) != 1 or jnp.shape(labels)[0] == 0:
+    raise ValueError(
+        f"{name} must be the non-empty int[n_data] labels of the whole "
+        f"training set, got shape {jnp.shape(labels)}.")
+  check_integer(labels, name)
+  if is_concrete(labels) and np.unique(np.asarray(labels)).size < min_classes:
+    raise ValueError(
+        f"{name} must hold at least {min_classes} classes: CRD draws negatives "
+        "from the other classes.")
+
+
+# -- features ------------------------------------------------------------------
+
+
+def check_features(student_features, teacher_features, *, same_shape: bool,
+                   min_examples: int = 1):
+  """Checks a pair of floating ``[N, ...]`` feature arrays with equal N.
+
+  Args:
+    student_features, teacher_features: the arrays.
+    same_shape: also require equal trailing shapes (per-example losses that
+      compare the features themselves, e.g. FitNet).
+    min_examples: the least N the loss is defined for (2 for losses that
+      compare examples with each other).
+  """
+  for name, x in (("student_features", student_features),
+                  ("teacher_features", teacher_features)):
+    if jnp.ndim(x) < 2:
+      raise ValueError(
+          f"{name} must have rank >= 2 [N, ...], got shape {jnp.shape(x)}.")
+    check_floating(x, name)
+  s_shape, t_shape = jnp.shape(student_features), jnp.shape(teacher_features)
+  if same_shape and s_shape != t_shape:
+    raise ValueError(
+        "student_features and teacher_features must have the same shape, got "
+        f"{s_shape} and {t_shape}; map the student with FitNetRegressor.")
+  if s_shape[0] != t_shape[0]:
+    raise ValueError(
+        "student_features and teacher_features must have the same batch size "
+        f"N, got {s_shape[0]} and {t_shape[0]}.")
+  if s_shape[0] < min_examples:
+    raise ValueError(
+        f"student_features has N = {s_shape[0]} examples; this loss needs "
+        f"N >= {min_examples}.")
+
+
+def check_embedding_pair(student_embed, teacher_embed, feat_dim: int):
+  """Checks two floating ``[N, feat_dim]`` embeddings of one non-empty batch."""
+  for name, x in (("student_embed", student_embed),
+                  ("teacher_embed", teacher_embed)):
+    if jnp.ndim(x) != 2 or jnp.shape(x)[1] != feat_dim:
+      raise ValueError(
+          f"{name} must have shape [N, feat_dim] = [N, {feat_dim}], got "
+          f"{jnp.shape(x)}.")
+    check_floating(x, name)
+  n = jnp.shape(student_embed)[0]
+  if jnp.shape(teacher_embed)[0] != n:
+    raise ValueError(
+        "student_embed and teacher_embed must have the same batch size N, got "
+        f"{n} and {jnp.shape(teacher_embed)[0]}.")
+  if n == 0:
+    raise ValueError("student_embed is an empty batch (N = 0); need N >= 1.")
+
+
+def check_contrast_indices(indices, contrast_indices, n: int, n_data: int):
+  """Checks CRD's ``int[N]`` indices and ``int[N, K+1]`` contrast indices:
+  K >= 1, all in ``[0, n_data)``, and (when concrete) the positive first."""
+  check_indices(indices, "indices", (n,), n_data)
+  check_indices(contrast_indices, "contrast_indices", (n, None), n_data)
+  if jnp.shape(contrast_indices)[1] < 2:
+    raise ValueError(
+        "contrast_indices must have shape [N, K + 1] with K >= 1 negatives, "
+        f"got {jnp.shape(contrast_indices)}.")
+  if is_concrete(indices) and is_concrete(contrast_indices) and not (
+      np.array_equal(np.asarray(contrast_indices)[:, 0], np.asarray(indices))):
+    raise ValueError(
+        "contrast_indices[:, 0] must equal indices (the positive comes first, "
+        "as crd_contrast_indices draws them).")
+
+
+def _batch_layout(rank: int) -> str:
+  return "[N]" if rank == 1 else "[...]"

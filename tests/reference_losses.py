@@ -40,8 +40,7 @@ def _target_and_rest(p, labels):
   return np.array(rows), np.array(rests)
 
 
-def decoupled_kl(student_logits, teacher_logits, labels, alpha, beta,
-                 temperature):
+def dkd(student_logits, teacher_logits, labels, alpha, beta, temperature):
   """Per-example (α · TCKL + β · NCKL) · T²."""
   p_t = softmax(np.asarray(teacher_logits, np.float64) / temperature)
   p_s = softmax(np.asarray(student_logits, np.float64) / temperature)

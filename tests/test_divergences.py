@@ -131,8 +131,9 @@ def test_exactly_zero_probabilities_match_limits():
 
 
 def test_identical_distributions_give_zero_and_finite_gradient():
-  t, _, y = _batch(2, 8, 5)
-  values = divergences.decompose(**_kwargs(t, t, y))
+  # [16, 10], compiled once with the extreme-logit test above.
+  t, _, y = _batch(2, 16, 10)
+  values = jax.jit(divergences.decompose)(**_kwargs(t, t, y))
   for v in values[:5]:
     np.testing.assert_allclose(v, 0.0, atol=1e-6)
   grads = _grad_total(t, t, y)
@@ -142,7 +143,7 @@ def test_identical_distributions_give_zero_and_finite_gradient():
 @pytest.mark.parametrize("name", METRICS)
 def test_gradients_match_finite_differences(name):
   t, s, y = _batch(4, 4, 5, scale=1.0)
-  f = lambda a, b: jnp.sum(STANDALONE[name](**_kwargs(a, b, y)))
+  f = jax.jit(lambda a, b: jnp.sum(STANDALONE[name](**_kwargs(a, b, y))))
   check_grads(f, (jnp.asarray(t), jnp.asarray(s)), order=1, modes=("rev",),
               eps=1e-2, atol=5e-3, rtol=5e-3)
 
@@ -165,8 +166,9 @@ def test_vmap_over_leading_axis_equals_loop():
   temps = jnp.array([0.5, 1.0, 2.0, 4.0])
   vmapped = jax.vmap(lambda a, b, c, temp: divergences.decompose(
       **_kwargs(a, b, c, temp)))(t, s, y, temps)
+  single = jax.jit(lambda *a: divergences.decompose(**_kwargs(*a)))
   for i in range(4):
-    looped = divergences.decompose(**_kwargs(t[i], s[i], y[i], temps[i]))
+    looped = single(t[i], s[i], y[i], temps[i])
     for a, b in zip(vmapped, looped):
       np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-7)
 
@@ -183,10 +185,10 @@ def test_no_retrace_on_new_values():
 
 
 BAD_INPUTS = [
-    (dict(teacher_logits=np.zeros((4,), np.float32)), ValueError,
-     "teacher_logits must have rank 2"),
+    (dict(teacher_logits=np.float32(0.0)), ValueError,
+     "teacher_logits must have rank >= 1"),
     (dict(student_logits=np.zeros((4, 5, 1), np.float32)), ValueError,
-     "student_logits must have rank 2"),
+     "same shape"),
     (dict(student_logits=np.zeros((4, 6), np.float32)), ValueError,
      "same shape"),
     (dict(teacher_logits=np.zeros((0, 5), np.float32),
@@ -203,6 +205,13 @@ BAD_INPUTS = [
     (dict(temperature=-1.0), ValueError, "temperature must be > 0"),
     (dict(teacher_logits=np.zeros((4, 5), np.int32)), TypeError,
      "teacher_logits must be a floating"),
+    (dict(where=np.ones((4,), np.float32)), TypeError,
+     "where must be a boolean"),
+    (dict(where=np.ones((4, 1), bool)), ValueError, "where must have"),
+    # With where, labels are checked only where valid...
+    (dict(labels=np.array([0, 1, 2, 5], np.int32),
+          where=np.array([True, True, True, True])), ValueError,
+     r"labels must lie in \[0, 5\)"),
 ]
 
 
@@ -216,6 +225,15 @@ def test_bad_input_raises_naming_the_argument(override, error, match, name):
     fn(**kw)
 
 
+def test_labels_of_ignored_entries_are_not_checked():
+  """...so an ignore label (255 >= C, or -1) where where=False is fine."""
+  t, s, y = _batch(0, 4, 5)
+  y = np.array([0, 255, 2, -1], np.int32)
+  where = np.array([True, False, True, False])
+  for name in ("decompose", "kl"):
+    getattr(divergences, name)(**_kwargs(t, s, y), where=where)
+
+
 def test_non_target_parts_need_three_classes():
   t, s, y = _batch(0, 4, 2)
   for fn in (divergences.decompose, divergences.nckl, divergences.ncjsd):
@@ -227,3 +245,136 @@ def test_unknown_form_is_rejected():
   t, s, y = _batch(0, 4, 5)
   with pytest.raises(ValueError, match="form must be one of"):
     divergences.decompose(**_kwargs(t, s, y), form="torch")
+
+
+# -- shapes beyond [N, C] and where --------------------------------------------
+
+# nckl and ncjsd are fields of decompose, so they add nothing here but
+# compile time.
+ALL_FUNCTIONS = {"kl": divergences.kl, "tckl": divergences.tckl,
+                 "tcjsd": divergences.tcjsd,
+                 "decompose": lambda **kw: divergences.decompose(**kw)}
+_SEG = (2, 3, 4)  # a [B, H, W] segmentation batch, C = 6
+
+
+def _segmentation(seed, c=6, ignore=255):
+  """[B, H, W, C] logits, [B, H, W] labels with ``ignore`` where invalid."""
+  rng = np.random.default_rng(seed)
+  t = rng.normal(size=(*_SEG, c)).astype(np.float32) * 3
+  s = rng.normal(size=(*_SEG, c)).astype(np.float32) * 3
+  where = rng.random(_SEG) < 0.7
+  where[0, 0, 0], where[0, 0, 1] = True, False
+  y = np.where(where, rng.integers(0, c, size=_SEG), ignore).astype(np.int32)
+  return t, s, y, where
+
+
+@jax.jit
+def _all_seg(t, s, y, where, temperature):
+  kw = dict(teacher_logits=t, student_logits=s, labels=y,
+            temperature=temperature, where=where)
+  return {name: fn(**kw) for name, fn in ALL_FUNCTIONS.items()}
+
+
+@jax.jit
+def _all_flat(t, s, y, where, temperature):
+  c = t.shape[-1]
+  kw = dict(teacher_logits=t.reshape(-1, c), student_logits=s.reshape(-1, c),
+            labels=y.reshape(-1), temperature=temperature,
+            where=None if where is None else where.reshape(-1))
+  return {name: fn(**kw) for name, fn in ALL_FUNCTIONS.items()}
+
+
+def _as_list(value):
+  return list(value) if isinstance(value, tuple) else [value]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_leading_shape_equals_flattened_exactly(masked):
+  """[B, H, W, C] results are the flattened [N, C] results, bit for bit."""
+  t, s, y, where = _segmentation(0)
+  if not masked:
+    y, where = np.where(where, y, 1).astype(np.int32), None
+  got = _all_seg(t, s, y, where, 2.0)
+  flat = _all_flat(t, s, y, where, 2.0)
+  for name in ALL_FUNCTIONS:
+    for a, b in zip(_as_list(got[name]), _as_list(flat[name])):
+      chex.assert_shape(a, _SEG)
+      np.testing.assert_array_equal(a, np.reshape(b, _SEG), err_msg=name)
+
+
+def test_segmentation_batch_matches_reference_and_ignores_masked_pixels():
+  """Valid pixels match the float64 reference, ignored ones are exactly 0."""
+  t, s, y, where = _segmentation(1)
+  got = _all_seg(t, s, y, where, 2.0)
+  want = reference.metrics_where(t, s, y, where, 2.0)
+  for name, value in want.items():
+    for fn in ("decompose", name):
+      if fn in got:
+        result = got[fn] if fn == name else getattr(got[fn], name)
+        np.testing.assert_allclose(result, value, rtol=2e-5, atol=2e-6,
+                                   err_msg=f"{fn}: {name}")
+        assert np.all(np.asarray(result)[~where] == 0.0), name
+
+
+def test_all_true_where_equals_no_where_exactly():
+  """Eagerly, where=all-True takes the same arithmetic as no where."""
+  t, s, y = _batch(3, 8, 5)
+  kw = _kwargs(t, s, y, 2.0)
+  for name, fn in ALL_FUNCTIONS.items():
+    for a, b in zip(_as_list(fn(**kw)),
+                    _as_list(fn(**kw, where=np.ones(8, bool)))):
+      np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_reference_code_form_averages_over_valid_entries():
+  t, s, y, where = _segmentation(2)
+  reduced = jax.jit(lambda *a: divergences.decompose(
+      **_kwargs(*a[:3], 2.0), where=a[3], form="reference_code"))
+  got = reduced(t, s, y, where)
+  want = reference.metrics_where(t, s, y, where, 2.0, form="reference_code")
+  for name, value in want.items():
+    chex.assert_shape(getattr(got, name), ())
+    np.testing.assert_allclose(getattr(got, name), value, rtol=2e-5,
+                               err_msg=name)
+  nothing = reduced(t, s, y, np.zeros(_SEG, bool))
+  for name in nothing._fields:  # no valid entry: 0, not 0/0
+    assert float(getattr(nothing, name)) == 0.0, name
+
+
+def _masked_total(t, s, y, where):
+  kw = dict(teacher_logits=t, student_logits=s, labels=y, where=where)
+  return sum(jnp.sum(v) for v in (*divergences.decompose(**kw),
+                                  divergences.tcjsd(**kw)))
+
+
+_grad_masked = jax.jit(jax.grad(_masked_total, argnums=(0, 1)))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_masked_entries_get_zero_gradients_and_valid_ones_finite(scale):
+  """Gradients are finite everywhere, exactly 0 at ignored pixels (whose
+  labels are out of range), and the valid pixels' gradients do not depend on
+  what the ignored pixels hold."""
+  t, s, y, where = _segmentation(3)
+  t, s = t * scale, s * scale
+  g_t, g_s = _grad_masked(t, s, y, where)
+  for g in (g_t, g_s):
+    g = np.asarray(g)
+    assert np.isfinite(g).all()
+    np.testing.assert_array_equal(g[~where], 0.0)
+  garbage = np.where(where[..., None], 0.0, 1e3).astype(np.float32)
+  other_t, other_s = _grad_masked(t + garbage, s - garbage,
+                                  np.where(where, y, -7), where)
+  np.testing.assert_array_equal(other_t, g_t)
+  np.testing.assert_array_equal(other_s, g_s)
+
+
+def test_where_under_jit_does_not_retrace():
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def f(t, s, y, where):
+    return divergences.decompose(**_kwargs(t, s, y), where=where)
+
+  for seed in range(3):
+    t, s, y, where = _segmentation(seed)
+    f(t, s, y, where)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from ntdh_jax import divergences
 from ntdh_jax import losses
 from tests import reference_losses as ref
 
@@ -35,7 +36,6 @@ def _unit(x):
 # every primitive separately and would dominate this file's runtime. Eager
 # mode itself is covered by test_jit_equals_eager.
 KD = jax.jit(losses.kd, static_argnames="reduction")
-DECOUPLED_KL = jax.jit(losses.decoupled_kl, static_argnames="reduction")
 DKD = jax.jit(losses.dkd, static_argnames="reduction")
 FITNET = jax.jit(losses.fitnet, static_argnames="reduction")
 RKD, PKT, SP = jax.jit(losses.rkd), jax.jit(losses.pkt), jax.jit(losses.sp)
@@ -57,18 +57,40 @@ def test_kd_matches_reference(c, temperature):
 
 
 @GRID
-def test_decoupled_kl_matches_reference(c, temperature):
+def test_dkd_matches_reference(c, temperature):
   s, t, y = _logits(c + 1, 32, c)
   np.testing.assert_allclose(
-      DECOUPLED_KL(s, t, y, 0.7, 3.0, temperature, reduction="none"),
-      ref.decoupled_kl(s, t, y, 0.7, 3.0, temperature), **TOL)
+      DKD(s, t, y, 0.7, 3.0, temperature, reduction="none"),
+      ref.dkd(s, t, y, 0.7, 3.0, temperature), **TOL)
 
 
 @pytest.mark.parametrize("c", [3, 10, 100])
 def test_dkd_uses_mdistiller_defaults(c):
   s, t, y = _logits(c + 2, 32, c)
   np.testing.assert_allclose(DKD(s, t, y, reduction="none"),
-                             ref.decoupled_kl(s, t, y, 1.0, 8.0, 4.0), **TOL)
+                             ref.dkd(s, t, y, 1.0, 8.0, 4.0), **TOL)
+
+
+def _former_decoupled_kl(s, t, y, alpha, beta, temperature, reduction):
+  """The body of the former ``losses.decoupled_kl``, written out."""
+  parts = divergences.decompose(teacher_logits=t, student_logits=s, labels=y,
+                                temperature=temperature)
+  temp = jnp.asarray(temperature, jnp.float32)
+  per_example = (jnp.asarray(alpha, jnp.float32) * parts.tckl
+                 + jnp.asarray(beta, jnp.float32) * parts.nckl) * temp**2
+  return jnp.mean(per_example) if reduction == "mean" else per_example
+
+
+def test_dkd_is_the_former_decoupled_kl_bit_for_bit():
+  """NTDH's weighted KD kept its numbers when it became ``dkd``."""
+  # Eager on the shapes test_jit_equals_eager already dispatches.
+  s, t, y = _logits(9, 8, 10)
+  args = (s, t, y, 0.5, 4.0, 2.0)
+  np.testing.assert_array_equal(losses.dkd(*args, reduction="none"),
+                                _former_decoupled_kl(*args, "none"))
+  np.testing.assert_array_equal(
+      DKD(*args), jax.jit(_former_decoupled_kl, static_argnums=6)(*args,
+                                                                  "mean"))
 
 
 def test_mean_reduction_is_the_batch_mean():
@@ -76,7 +98,7 @@ def test_mean_reduction_is_the_batch_mean():
   s, t, y = _logits(3, 8, 10)
   f_s, f_t = _features(3, 8, 6, 6)
   for fn, args in ((losses.kd, (s, t, 2.0)),
-                   (losses.decoupled_kl, (s, t, y, 0.5, 2.0)),
+                   (losses.dkd, (s, t, y, 0.5, 2.0)),
                    (losses.dkd, (s, t, y)), (losses.fitnet, (f_s, f_t))):
     np.testing.assert_allclose(fn(*args), np.mean(fn(*args, reduction="none")),
                                rtol=1e-6)
@@ -88,6 +110,75 @@ def test_identical_logits_give_zero_and_finite_gradients():
     value, grad = jax.jit(jax.value_and_grad(fn))(s)
     np.testing.assert_allclose(value, 0.0, atol=1e-6)
     assert np.isfinite(np.asarray(grad)).all()
+
+
+_SEG = (2, 3, 4)  # [B, H, W] pixels, C = 5
+
+
+def _segmentation(seed, c=5):
+  rng = np.random.default_rng(seed)
+  s = rng.normal(size=(*_SEG, c)).astype(np.float32) * 3
+  t = rng.normal(size=(*_SEG, c)).astype(np.float32) * 3
+  where = rng.random(_SEG) < 0.6
+  where[0, 0, 0] = True
+  y = np.where(where, rng.integers(0, c, size=_SEG), 255).astype(np.int32)
+  return s, t, y, where
+
+
+def _logit_losses(s, t, y, where, reduction):
+  return {"kd": losses.kd(s, t, 2.0, where=where, reduction=reduction),
+          "dkd": losses.dkd(s, t, y, 0.5, 4.0, 2.0, where=where,
+                            reduction=reduction)}
+
+
+_SEG_LOSSES = jax.jit(_logit_losses, static_argnums=4)
+
+
+def test_logit_losses_on_segmentation_batch_with_ignore_label():
+  """[B, H, W, C] with ignored pixels: "none" is the float64 reference at
+  valid pixels and 0 elsewhere; "mean" averages over valid pixels only."""
+  s, t, y, where = _segmentation(0)
+  valid = dict(kd=ref.kd(s[where], t[where], 2.0),
+               dkd=ref.dkd(s[where], t[where], y[where], 0.5, 4.0, 2.0))
+  per_pixel = _SEG_LOSSES(s, t, y, where, "none")
+  mean = _SEG_LOSSES(s, t, y, where, "mean")
+  for name, want in valid.items():
+    chex.assert_shape(per_pixel[name], _SEG)
+    np.testing.assert_allclose(np.asarray(per_pixel[name])[where], want,
+                               **TOL)
+    np.testing.assert_array_equal(np.asarray(per_pixel[name])[~where], 0.0)
+    np.testing.assert_allclose(mean[name], want.sum() / where.sum(), **TOL)
+
+
+_SEG_GRAD = jax.jit(jax.grad(lambda s, t, y, where: sum(
+    _logit_losses(s, t, y, where, "mean").values())))
+
+
+def test_masked_mean_of_an_all_ignored_batch_is_zero_with_zero_gradients():
+  s, t, y, _ = _segmentation(1)
+  nothing = np.zeros(_SEG, bool)
+  for value in _SEG_LOSSES(s, t, y, nothing, "mean").values():
+    assert float(value) == 0.0
+  np.testing.assert_array_equal(_SEG_GRAD(s, t, y, nothing), 0.0)
+
+
+def test_ignored_pixels_get_zero_gradients():
+  s, t, y, where = _segmentation(2)
+  grads = _SEG_GRAD(s, t, y, where)
+  assert np.isfinite(np.asarray(grads)).all()
+  np.testing.assert_array_equal(np.asarray(grads)[~where], 0.0)
+  assert np.abs(np.asarray(grads)[where]).sum() > 0
+
+
+def test_fitnet_where_averages_over_valid_examples():
+  f_s, f_t = _features(3, 8, 6, 6)
+  where = np.array([True, False] * 4)
+  per_example = ref.fitnet(f_s, f_t)
+  np.testing.assert_allclose(losses.fitnet(f_s, f_t, where=where),
+                             per_example[where].mean(), **TOL)
+  np.testing.assert_array_equal(
+      np.asarray(losses.fitnet(f_s, f_t, where=where, reduction="none"))[
+          ~where], 0.0)
 
 
 # -- feature losses ------------------------------------------------------------
@@ -306,7 +397,7 @@ def _all_losses():
   state, v_s, v_t, idx, cidx = _crd_case(9, z=(-1.0, 4.0))
   return {
       "kd": (losses.kd, (s, t, 2.0)),
-      "decoupled_kl": (lambda a, b, al, be, temp: losses.decoupled_kl(
+      "dkd_weights": (lambda a, b, al, be, temp: losses.dkd(
           a, b, y, al, be, temp), (s, t, 0.5, 4.0, 2.0)),
       "dkd": (lambda a, b: losses.dkd(a, b, y), (s, t)),
       "fitnet": (losses.fitnet, (f_s, f_s[:, ::-1] + 1.0)),
@@ -344,7 +435,7 @@ def test_vmap_over_leading_axis_equals_loop(name):
                                 rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["kd", "decoupled_kl", "fitnet", "sp",
+@pytest.mark.parametrize("name", ["kd", "dkd_weights", "fitnet", "sp",
                                   "crd"])
 def test_jit_does_not_retrace_on_new_values(name):
   fn, args = ALL_LOSSES[name]
@@ -353,10 +444,10 @@ def test_jit_does_not_retrace_on_new_values(name):
     traced(*jax.tree.map(lambda x: np.asarray(x) * scale, args))
 
 
-# Which arguments of ALL_LOSSES[name] to differentiate: decoupled_kl covers
+# Which arguments of ALL_LOSSES[name] to differentiate: dkd_weights covers
 # the logit family (kd's KL is checked in test_divergences) including the
 # traced α, β, T; fitnet's gradient is that of a square.
-GRAD_ARGNUMS = {"decoupled_kl": (0, 1, 2, 3, 4), "rkd": (0, 1),
+GRAD_ARGNUMS = {"dkd_weights": (0, 1, 2, 3, 4), "rkd": (0, 1),
                 "pkt": (0, 1), "sp": (0, 1), "crd": (0, 1)}
 
 
@@ -384,7 +475,7 @@ def test_defaults_are_the_reference_libraries():
   f_s, f_t = _features(9, 8, 6, 4)
   np.testing.assert_allclose(losses.kd(s, t), ref.kd(s, t, 4.0).mean(), **TOL)
   np.testing.assert_allclose(losses.dkd(s, t, y),
-                             ref.decoupled_kl(s, t, y, 1.0, 8.0, 4.0).mean(),
+                             ref.dkd(s, t, y, 1.0, 8.0, 4.0).mean(),
                              **TOL)
   np.testing.assert_allclose(losses.rkd(f_s, f_t),
                              ref.rkd(f_s, f_t, 25.0, 50.0), **TOL)
@@ -403,7 +494,9 @@ def test_defaults_are_the_reference_libraries():
 def _logit_bad_cases():
   s, t, y = _logits(0, 4, 5)
   return [
-      (losses.kd, (s[0], t), {}, ValueError, "student_logits must have rank 2"),
+      (losses.kd, (s[0, 0], t), {}, ValueError,
+       "student_logits must have rank >= 1"),
+      (losses.kd, (s[0], t), {}, ValueError, "same shape"),
       (losses.kd, (s, t[:, :4]), {}, ValueError, "same shape"),
       (losses.kd, (s[:0], t[:0]), {}, ValueError, "empty batch"),
       (losses.kd, (s, t, 0.0), {}, ValueError, "temperature must be > 0"),
@@ -421,10 +514,17 @@ def _logit_bad_cases():
        "temperature must be > 0"),
       (losses.dkd, (s, t, y), dict(reduction=None), ValueError,
        "reduction must be one of"),
-      (losses.decoupled_kl, (s, t, y, np.ones(2), 1.0), {}, ValueError,
+      (losses.dkd, (s, t, y, np.ones(2), 1.0), {}, ValueError,
        "alpha must be a scalar"),
-      (losses.decoupled_kl, (s, t, y, 1.0, np.ones(2)), {}, ValueError,
+      (losses.dkd, (s, t, y, 1.0, np.ones(2)), {}, ValueError,
        "beta must be a scalar"),
+      (losses.dkd, (s, t, y), dict(where=np.ones(4, np.int32)), TypeError,
+       "where must be a boolean"),
+      (losses.kd, (s, t), dict(where=np.ones(3, bool)), ValueError,
+       "where must have"),
+      (losses.dkd, (s, t, np.array([0, 1, 2, 5], np.int32)),
+       dict(where=np.array([True, True, True, True])), ValueError,
+       r"labels must lie in \[0, 5\)"),
   ]
 
 
@@ -437,6 +537,8 @@ def _feature_bad_cases():
       (losses.fitnet, (s[0], t[0]), {}, ValueError,
        "student_features must have rank >= 2"),
       (losses.fitnet, (s[:0], t[:0]), {}, ValueError, "N >= 1"),
+      (losses.fitnet, (s, t), dict(where=np.ones(3, bool)), ValueError,
+       "where must have"),
       (losses.rkd, (s, t, np.ones(2)), {}, ValueError,
        "distance_weight must be a scalar"),
       (losses.pkt, (s, t, 0.0), {}, ValueError, "eps must be > 0"),

@@ -4,12 +4,15 @@ masks) and Algorithm 2 (sample masks), concrete and traced."""
 import fractions
 import math
 
+import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ntdh_jax import masks
+from tests import reference
 
 KEY = jax.random.PRNGKey(0)
 RATIOS = (0.0, 0.1, 0.5, 0.9)
@@ -33,52 +36,201 @@ def _distinct_scores(size, seed):
 # -------------------------------------------------- permutation importance
 
 _W = jnp.asarray(np.random.RandomState(1).normal(size=(5, 3)), jnp.float32)
+_TARGET = jnp.asarray(np.random.RandomState(2).normal(size=(24, 3)),
+                      jnp.float32)
 
 
-def _score(x):
-  """A non-linear score reading columns 0..3 only (column 4 is ignored)."""
-  return jnp.mean(jnp.tanh(x[:, :4] @ _W[:4]) ** 2)
+def _rows_of(a, rows):
+  """The entries of ``a`` for a contiguous block of rows, as documented."""
+  return jax.lax.dynamic_slice_in_dim(a, rows[0], rows.shape[0])
 
 
-def _importance_loop(score_fn, x, key, num_repeats):
-  """Algorithm 1 written as the plain double loop over repeats and columns."""
-  x = np.asarray(x)
-  n, d = x.shape
-  rows_of = jax.jit(lambda m, j: jax.random.permutation(
+def _score(x_rows, rows):
+  """Per-example score reading columns 0..3 only (column 4 is ignored) and a
+  per-row target looked up through ``rows``."""
+  h = jnp.tanh(x_rows[:, :4] @ _W[:4])
+  return jnp.mean((h - _rows_of(_TARGET, rows)) ** 2, axis=-1)
+
+
+def _score64(x):
+  """``_score`` of a whole [24, 5] input in float64 NumPy."""
+  w, target = np.asarray(_W, np.float64), np.asarray(_TARGET, np.float64)
+  return np.mean((np.tanh(x[:, :4] @ w[:4]) - target) ** 2, axis=-1)
+
+
+def _permutation(key, n):
+  rows = jax.jit(lambda m, j: jax.random.permutation(
       jax.random.fold_in(jax.random.fold_in(key, m), j), n))
-  out = np.zeros((num_repeats, d), np.float32)
-  for m in range(num_repeats):
-    for j in range(d):
-      rows = np.asarray(rows_of(m, j))
-      permuted = x.copy()
-      permuted[:, j] = x[rows, j]
-      out[m, j] = score_fn(jnp.asarray(permuted))
-  return out
+  return lambda m, j: np.asarray(rows(m, j))
 
 
-def test_permutation_importance_equals_double_loop():
-  """The vmapped M×D computation is Algorithm 1's double loop, same keys."""
-  x = jnp.asarray(np.random.RandomState(0).normal(size=(24, 5)), jnp.float32)
-  fast = jax.jit(masks.permutation_importance, static_argnums=(0, 3))(
-      _score, x, KEY, 3)
-  slow = _importance_loop(jax.jit(_score), x, KEY, 3)
+_X = jnp.asarray(np.random.RandomState(0).normal(size=(24, 5)), jnp.float32)
+_importance = jax.jit(masks.permutation_importance,
+                      static_argnames=("score_fn", "num_repeats", "unit_batch",
+                                       "row_batch"))
+
+
+def _importance_of(x, unit_batch=15, row_batch=None):
+  """3 repeats × 5 columns; by default all 15 in one step and one block."""
+  return _importance(score_fn=_score, x=x, key=KEY, num_repeats=3,
+                     unit_batch=unit_batch, row_batch=row_batch)
+
+
+def test_permutation_importance_equals_float64_double_loop():
+  """Algorithm 1's double loop over repeats and columns, same permutations."""
+  fast = _importance_of(_X)
+  want = reference.permutation_importance(_score64, _X, _permutation(KEY, 24),
+                                          3)
   assert fast.shape == (3, 5) and fast.dtype == jnp.float32
-  np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(fast, want, rtol=1e-6, atol=1e-7)
   # Repeats and columns drew different permutations...
   assert len(np.unique(np.asarray(fast[:, :4]))) == 12
   # ...and permuting the column the score ignores changes nothing.
-  np.testing.assert_allclose(fast[:, 4], np.full(3, jax.jit(_score)(x)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(fast[:, 4], np.full(3, _score64(
+      np.asarray(_X, np.float64)).mean()), rtol=1e-6)
+
+
+@pytest.mark.parametrize("unit_batch,row_batch", [(1, 5), (4, 7)])
+def test_batched_importance_equals_unbatched(unit_batch, row_batch):
+  """Blocks of units (15 pairs in steps of 4: a remainder step) and of rows
+  (24 rows in blocks of 5 or 7: a partial last block) give the one-block
+  result up to float32 round-off."""
+  whole = _importance_of(_X)
+  batched = _importance_of(_X, unit_batch=unit_batch, row_batch=row_batch)
+  np.testing.assert_allclose(batched, whole, rtol=1e-6, atol=1e-7)
+
+
+def test_single_block_is_the_full_batch_mean_bit_for_bit():
+  """One row block: exactly jnp.mean of the per-example score of the whole
+  permuted input, i.e. what the unbatched implementation returned."""
+  n, d = _X.shape
+
+  @jax.jit
+  def unbatched(x, key):
+    def one(m, j):
+      rows = jax.random.permutation(
+          jax.random.fold_in(jax.random.fold_in(key, m), j), n)
+      permuted = x.at[:, j].set(jnp.take(x[:, j], rows))
+      return jnp.mean(_score(permuted, jnp.arange(n)))
+    return jax.vmap(lambda m: jax.vmap(lambda j: one(m, j))(jnp.arange(d)))(
+        jnp.arange(3))
+
+  np.testing.assert_array_equal(_importance_of(_X), unbatched(_X, KEY))
+  np.testing.assert_array_equal(
+      jax.jit(masks.mean_score, static_argnums=0)(_score, _X),
+      jax.jit(lambda x: jnp.mean(_score(x, jnp.arange(n))))(_X))
+
+
+def test_mean_score_in_blocks_matches_float64():
+  want = _score64(np.asarray(_X, np.float64)).mean()
+  for row_batch in (None, 5, 24, 100):
+    got = jax.jit(masks.mean_score, static_argnames=("score_fn", "row_batch"))(
+        _score, _X, row_batch=row_batch)
+    chex.assert_shape(got, ())
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+_PIXELS = jnp.asarray(np.random.RandomState(3).normal(size=(6, 3, 4, 2)),
+                      jnp.float32)  # [N, H, W, C]
+_PIXEL_W = jnp.asarray(np.random.RandomState(4).normal(size=(2,)),
+                       jnp.float32)
+
+
+def _pixel_score(x_rows, rows):
+  """Reads every pixel except (0, 0); per-example, so shape [B]."""
+  del rows
+  weighted = jnp.tanh(x_rows @ _PIXEL_W)  # [B, H, W]
+  return jnp.sum(weighted ** 2, axis=(1, 2)) - weighted[:, 0, 0] ** 2
+
+
+def _pixel_score64(x):
+  weighted = np.tanh(x @ np.asarray(_PIXEL_W, np.float64))
+  return np.sum(weighted ** 2, axis=(1, 2)) - weighted[:, 0, 0] ** 2
+
+
+def test_pixel_importance_permutes_whole_pixels():
+  """[N, H, W, C] input: one importance per pixel, all channels moved
+  together, shape [M, H, W, 1]; batched equals the float64 loop."""
+  want = reference.permutation_importance(_pixel_score64, _PIXELS,
+                                          _permutation(KEY, 6), 2)
+  got = _importance(score_fn=_pixel_score, x=_PIXELS, key=KEY, num_repeats=2,
+                    unit_batch=8, row_batch=4)
+  chex.assert_shape(got, (2, 3, 4, 1))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # The pixel the score ignores keeps the unpermuted score.
+  baseline = _pixel_score64(np.asarray(_PIXELS, np.float64)).mean()
+  np.testing.assert_allclose(got[:, 0, 0, 0], [baseline] * 2, rtol=1e-6)
+  # The importance makes a feature mask that broadcasts against an example.
+  mask = jax.eval_shape(lambda g: masks.feature_keep_mask(
+      masks.normalise_importance(g), 0.5, "true", KEY), got)
+  chex.assert_shape(jax.eval_shape(jnp.multiply, mask, _PIXELS),
+                    _PIXELS.shape)
+
+
+def _largest_array(jaxpr) -> int:
+  """Entries of the largest array any equation (at any depth) produces."""
+  def sub_jaxprs(value):
+    if isinstance(value, jax.extend.core.ClosedJaxpr):
+      yield value.jaxpr
+    elif isinstance(value, jax.extend.core.Jaxpr):
+      yield value
+    elif isinstance(value, (tuple, list)):
+      for v in value:
+        yield from sub_jaxprs(v)
+
+  largest = 0
+  for eqn in jaxpr.eqns:
+    for var in eqn.outvars:
+      largest = max(largest, math.prod(getattr(var.aval, "shape", ())))
+    for value in eqn.params.values():
+      for sub in sub_jaxprs(value):
+        largest = max(largest, _largest_array(sub))
+  return largest
+
+
+def test_memory_is_bounded_by_the_blocks():
+  """No intermediate is larger than the input itself: with 2 units × 8 rows
+  a step, 16 permuted examples exist at once, not the M·D = 15 full copies
+  (15 × 64 × 5 values) of an all-at-once vmap."""
+  x = jnp.ones((64, 5), jnp.float32)
+  score = lambda x_rows, rows: jnp.sum(jnp.tanh(x_rows), axis=-1)
+  jaxpr = jax.make_jaxpr(lambda x, k: masks.permutation_importance(
+      score, x, k, 3, unit_batch=2, row_batch=8))(x, KEY)
+  assert _largest_array(jaxpr.jaxpr) <= x.size
+  all_at_once = jax.make_jaxpr(lambda x, k: masks.permutation_importance(
+      score, x, k, 3, unit_batch=15, row_batch=64))(x, KEY)
+  assert _largest_array(all_at_once.jaxpr) >= 15 * x.size
+
+
+def test_permutation_importance_compiles_once_for_new_values():
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def run(x, key):
+    return masks.permutation_importance(_score, x, key, 1, unit_batch=5,
+                                        row_batch=7)
+
+  for seed in range(2):
+    run(_X + seed, jax.random.PRNGKey(seed))
 
 
 def test_permutation_importance_rejects_bad_input():
-  """A non-[N, D] input or fewer than one repeat is a ValueError."""
+  """A non-[N, ...] input, fewer than one repeat, bad block sizes or a
+  score_fn that is not per-example raise, naming the argument."""
   with pytest.raises(ValueError, match="x must be"):
     masks.permutation_importance(_score, jnp.ones((5,)), KEY, 2)
   with pytest.raises(ValueError, match="x must be"):
     masks.permutation_importance(_score, jnp.ones((0, 5)), KEY, 2)
   with pytest.raises(ValueError, match="num_repeats"):
     masks.permutation_importance(_score, jnp.ones((4, 5)), KEY, 0)
+  with pytest.raises(ValueError, match="unit_batch"):
+    masks.permutation_importance(_score, jnp.ones((4, 5)), KEY, 1,
+                                 unit_batch=0)
+  with pytest.raises(TypeError, match="row_batch"):
+    masks.permutation_importance(_score, jnp.ones((4, 5)), KEY, 1,
+                                 row_batch=2.0)
+  with pytest.raises(ValueError, match="score_fn's output"):
+    jax.eval_shape(lambda x: masks.permutation_importance(
+        lambda x_rows, rows: jnp.mean(x_rows), x, KEY, 1), jnp.ones((4, 5)))
 
 
 # --------------------------------------------------------- normalisation
@@ -93,6 +245,17 @@ def test_normalise_importance_is_min_max_of_the_repeat_mean():
   assert out.shape == (9,)
   np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
   assert out[np.argmin(mean)] == 0.0 and out[np.argmax(mean)] == 1.0
+
+
+def test_normalise_importance_of_pixel_scores():
+  """[M, H, W, 1] -> [H, W, 1], min-max over all pixels."""
+  scores = np.random.RandomState(5).normal(size=(3, 2, 4, 1)).astype(
+      np.float32)
+  out = _normalise(jnp.asarray(scores))
+  chex.assert_shape(out, (2, 4, 1))
+  mean = scores.astype(np.float64).mean(axis=0)
+  np.testing.assert_allclose(out, (mean - mean.min()) / np.ptp(mean),
+                             rtol=0, atol=1e-6)
 
 
 def test_normalise_importance_of_constant_scores_is_zero():
@@ -246,3 +409,92 @@ def test_sample_mask_rejects_bad_kind_and_ratio():
   for ratio in (1.0, -0.5):
     with pytest.raises(ValueError, match="ratio"):
       masks.sample_keep_mask(ncjsd, ratio, "false", KEY)
+
+
+# ------------------------------------------- shapes beyond [N] and where
+
+
+def test_feature_mask_on_pixel_importance():
+  """Importance [H, W, 1] gives a mask of that shape: the flat mask,
+  reshaped."""
+  importance = _distinct_scores(24, seed=14)
+  for kind in masks.MASK_KINDS:
+    mask = masks.feature_keep_mask(importance.reshape(4, 6, 1), 0.25, kind,
+                                   KEY)
+    chex.assert_shape(mask, (4, 6, 1))
+    assert int(np.sum(np.asarray(mask) == 0)) == 6
+    np.testing.assert_array_equal(
+        mask.reshape(-1), masks.feature_keep_mask(importance, 0.25, kind, KEY))
+
+
+_SEG = (2, 3, 5)  # [B, H, W] pixels
+
+
+def _pixel_case(seed):
+  rng = np.random.RandomState(seed)
+  ncjsd = jnp.asarray(rng.permutation(30).reshape(_SEG) / 30, jnp.float32)
+  where = rng.rand(*_SEG) < 0.6
+  # Ignored pixels carry garbage scores, which must not matter.
+  ncjsd = jnp.where(where, ncjsd, jnp.asarray([np.nan, np.inf, -np.inf,
+                                               1e9, -1.0])[
+                                                   np.arange(30).reshape(
+                                                       _SEG) % 5])
+  return ncjsd, jnp.asarray(where)
+
+
+_pixel_mask = jax.jit(masks.sample_keep_mask, static_argnames="kind")
+
+
+@pytest.mark.parametrize("ratio", RATIOS + (0.99,))
+def test_per_pixel_sample_mask_counts_only_valid_pixels(ratio):
+  """floor(r · n_valid) valid pixels removed; ignored pixels are never kept
+  and their scores never enter the ranking."""
+  ncjsd, where = _pixel_case(int(ratio * 100))
+  valid = np.asarray(where)
+  n_valid = int(valid.sum())
+  removed = _num_removed(ratio, n_valid)
+  scores = np.asarray(ncjsd)[valid]
+  order = np.argsort(scores)  # ascending NCJSD among valid pixels
+  for kind, gone in (("true", order[n_valid - removed:]),
+                     ("false", order[:removed])):
+    mask = np.asarray(_pixel_mask(ncjsd, ratio, kind, KEY, where=where))
+    assert mask.shape == _SEG
+    np.testing.assert_array_equal(mask[~valid], 0.0)
+    expected = np.ones(n_valid, np.float32)
+    expected[gone] = 0.0
+    np.testing.assert_array_equal(mask[valid], expected, err_msg=kind)
+  random = np.asarray(_pixel_mask(ncjsd, ratio, "random", KEY, where=where))
+  np.testing.assert_array_equal(random[~valid], 0.0)
+  assert int(np.sum(random[valid] == 0)) == removed
+
+
+def test_sample_mask_with_traced_where_and_ratio():
+  """Under jit ∘ vmap, n_valid (and the kind's code) is traced; the masks
+  equal those of each batch alone."""
+  cases = [_pixel_case(s) for s in (20, 21)]
+  ncjsd = jnp.stack([c[0] for c in cases])
+  where = jnp.stack([c[1] for c in cases])
+  masked = jax.jit(jax.vmap(lambda v, w, r, code: masks.sample_keep_mask(
+      v, r, code, KEY, where=w), in_axes=(0, 0, None, None)))
+  for code, kind in enumerate(masks.MASK_KINDS):
+    traced = masked(ncjsd, where, 0.5, jnp.float32(code))
+    for b in range(2):
+      np.testing.assert_array_equal(
+          traced[b], _pixel_mask(ncjsd[b], 0.5, kind, KEY, where=where[b]))
+
+
+def test_all_true_where_equals_no_where():
+  """Today's 1-D masks are unchanged when every sample is valid."""
+  ncjsd = _distinct_scores(13, seed=15)
+  for kind in masks.MASK_KINDS:
+    np.testing.assert_array_equal(
+        _sample_mask(ncjsd, 0.5, kind, KEY),
+        _pixel_mask(ncjsd, 0.5, kind, KEY, where=jnp.ones(13, bool)))
+
+
+def test_sample_mask_rejects_bad_where():
+  ncjsd = _distinct_scores(10, seed=16)
+  with pytest.raises(ValueError, match="where must have"):
+    masks.sample_keep_mask(ncjsd, 0.5, "true", KEY, where=jnp.ones(9, bool))
+  with pytest.raises(TypeError, match="where must be a boolean"):
+    masks.sample_keep_mask(ncjsd, 0.5, "true", KEY, where=jnp.ones(10))

@@ -1,11 +1,14 @@
 """Knowledge-distillation objectives, one family per module.
 
-* ``logit``: ``kd``, ``decoupled_kl`` (NTDH α/β weighting), ``dkd``.
+* ``logit``: ``kd``, ``dkd`` (also NTDH's α/β weight-adjusted KD), and
+  ``reduce_loss`` (the masked mean they share).
 * ``feature``: ``fitnet`` (+ ``FitNetRegressor``), ``rkd``, ``pkt``, ``sp``.
 * ``contrastive``: CRD with its memory bank as explicit state.
 
 All losses are pure functions on arrays, validate their arguments at the
-boundary and run under ``jit``/``vmap``/``lax.scan``.
+boundary (``ntdh_jax.validation``) and run under ``jit``/``vmap``/``lax.scan``.
+The logit losses take ``[..., C]`` logits and a ``where`` mask (optax's
+convention); the feature losses take ``[N, ...]`` features.
 """
 
 from ntdh_jax.losses.contrastive import CRDEmbed
@@ -19,12 +22,12 @@ from ntdh_jax.losses.feature import pkt
 from ntdh_jax.losses.feature import rkd
 from ntdh_jax.losses.feature import sp
 from ntdh_jax.losses.logit import REDUCTIONS
-from ntdh_jax.losses.logit import decoupled_kl
 from ntdh_jax.losses.logit import dkd
 from ntdh_jax.losses.logit import kd
+from ntdh_jax.losses.logit import reduce_loss
 
 __all__ = [
     "CRDEmbed", "CRDState", "FitNetRegressor", "REDUCTIONS",
-    "crd_contrast_indices", "crd_init", "crd_loss", "decoupled_kl", "dkd",
-    "fitnet", "kd", "pkt", "rkd", "sp",
+    "crd_contrast_indices", "crd_init", "crd_loss", "dkd", "fitnet", "kd",
+    "pkt", "reduce_loss", "rkd", "sp",
 ]

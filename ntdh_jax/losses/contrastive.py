@@ -34,7 +34,6 @@ from typing import NamedTuple, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ntdh_jax import validation
 from ntdh_jax.losses.feature import _l2_normalize
@@ -80,13 +79,6 @@ class CRDEmbed(nn.Module):
     return _l2_normalize(nn.Dense(self.feat_dim)(x))
 
 
-def _check_count(value, name: str):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
-  if value < 1:
-    raise ValueError(f"{name} must be >= 1, got {value}.")
-
-
 def crd_init(key, n_data: int, feat_dim: int = 128) -> CRDState:
   """Fresh CRD state: both banks uniform in ±1/sqrt(feat_dim/3), Z unset.
 
@@ -101,8 +93,8 @@ def crd_init(key, n_data: int, feat_dim: int = 128) -> CRDState:
   Returns:
     ``CRDState``.
   """
-  _check_count(n_data, "n_data")
-  _check_count(feat_dim, "feat_dim")
+  validation.check_positive_int(n_data, "n_data")
+  validation.check_positive_int(feat_dim, "feat_dim")
   stdv = 1.0 / math.sqrt(feat_dim / 3.0)
   k_student, k_teacher = jax.random.split(key)
 
@@ -113,57 +105,13 @@ def crd_init(key, n_data: int, feat_dim: int = 128) -> CRDState:
   return CRDState(bank(k_student), bank(k_teacher), unset, unset)
 
 
-def _check_indices(x, name: str, shape, n_data: int):
-  """Checks an integer index array; ``None`` in ``shape`` matches any size."""
-  got = jnp.shape(x)
-  if len(got) != len(shape) or any(
-      want is not None and size != want for size, want in zip(got, shape)):
-    raise ValueError(f"{name} must have shape {shape}, got {got}.")
-  if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
-    raise TypeError(
-        f"{name} must be an integer array, got dtype {jnp.result_type(x)}.")
-  if validation.is_concrete(x):
-    values = np.asarray(x)
-    if values.size and (values.min() < 0 or values.max() >= n_data):
-      raise ValueError(
-          f"{name} must lie in [0, n_data) = [0, {n_data}); got values in "
-          f"[{values.min()}, {values.max()}].")
-
-
 def _check_crd_inputs(state, student_embed, teacher_embed, indices,
                       contrast_indices):
-  if not isinstance(state, CRDState):
-    raise TypeError(
-        f"state must be a CRDState from crd_init, got {type(state).__name__}.")
+  validation.check_type(state, CRDState, "state", "a CRDState from crd_init")
   n_data, feat_dim = jnp.shape(state.student_memory)
-  for name, x in (("student_embed", student_embed),
-                  ("teacher_embed", teacher_embed)):
-    if jnp.ndim(x) != 2 or jnp.shape(x)[1] != feat_dim:
-      raise ValueError(
-          f"{name} must have shape [N, feat_dim] = [N, {feat_dim}], got "
-          f"{jnp.shape(x)}.")
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-      raise TypeError(
-          f"{name} must be a floating array, got dtype {jnp.result_type(x)}.")
-  n = jnp.shape(student_embed)[0]
-  if jnp.shape(teacher_embed)[0] != n:
-    raise ValueError(
-        "student_embed and teacher_embed must have the same batch size N, got "
-        f"{n} and {jnp.shape(teacher_embed)[0]}.")
-  if n == 0:
-    raise ValueError("student_embed is an empty batch (N = 0); need N >= 1.")
-  _check_indices(indices, "indices", (n,), n_data)
-  _check_indices(contrast_indices, "contrast_indices", (n, None), n_data)
-  if jnp.shape(contrast_indices)[1] < 2:
-    raise ValueError(
-        "contrast_indices must have shape [N, K + 1] with K >= 1 negatives, "
-        f"got {jnp.shape(contrast_indices)}.")
-  if validation.is_concrete(indices) and validation.is_concrete(
-      contrast_indices) and not np.array_equal(
-          np.asarray(contrast_indices)[:, 0], np.asarray(indices)):
-    raise ValueError(
-        "contrast_indices[:, 0] must equal indices (the positive comes first, "
-        "as crd_contrast_indices draws them).")
+  validation.check_embedding_pair(student_embed, teacher_embed, feat_dim)
+  validation.check_contrast_indices(indices, contrast_indices,
+                                    jnp.shape(student_embed)[0], n_data)
 
 
 def _normaliser(z, scores, n_data: int):
@@ -241,20 +189,6 @@ def crd_loss(state: CRDState, student_embed, teacher_embed, indices,
   return loss, new_state
 
 
-def _check_labels_1d(labels):
-  if jnp.ndim(labels) != 1 or jnp.shape(labels)[0] == 0:
-    raise ValueError(
-        "labels must be the non-empty int[n_data] labels of the whole "
-        f"training set, got shape {jnp.shape(labels)}.")
-  if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-    raise TypeError("labels must be an integer array, got dtype "
-                    f"{jnp.result_type(labels)}.")
-  if validation.is_concrete(labels) and np.unique(np.asarray(labels)).size < 2:
-    raise ValueError(
-        "labels must hold at least 2 classes: CRD draws negatives from the "
-        "other classes.")
-
-
 def crd_contrast_indices(key, labels, num_negatives: int,
                          indices: Optional[jax.Array] = None) -> jax.Array:
   """Draws CRD's contrast indices: the positive, then K other-class negatives.
@@ -278,12 +212,12 @@ def crd_contrast_indices(key, labels, num_negatives: int,
   Returns:
     ``int32[N, K+1]``.
   """
-  _check_labels_1d(labels)
-  _check_count(num_negatives, "num_negatives")
+  validation.check_dataset_labels(labels)
+  validation.check_positive_int(num_negatives, "num_negatives")
   n_data = jnp.shape(labels)[0]
   if indices is None:
     indices = jnp.arange(n_data)
-  _check_indices(indices, "indices", (None,), n_data)
+  validation.check_indices(indices, "indices", (None,), n_data)
   labels, indices = jnp.asarray(labels), jnp.asarray(indices)
   # Sorting by label makes each class one contiguous block, so "any example
   # outside my block" is a uniform draw from n_data − count that skips it.

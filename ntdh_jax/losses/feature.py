@@ -6,7 +6,8 @@ D for the relational losses (RKD, PKT, SP), which compare the batch's
 geometry, not the features themselves; FitNet needs equal shapes (map the
 student through ``FitNetRegressor`` first). Inputs are computed in float32.
 
-``fitnet`` is per-example (``reduction`` picks mean or ``f32[N]``); ``rkd``,
+``fitnet`` is per-example (``reduction`` picks mean or ``f32[N]``, ``where``
+ignores examples); ``rkd``,
 ``pkt`` and ``sp`` are batch-level: every example's term depends on the whole
 batch, so they return a scalar and need N >= 2.
 
@@ -25,32 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from ntdh_jax import validation
-from ntdh_jax.losses.logit import _check_reduction, _reduce
-
-
-def _check_features(student_features, teacher_features, *, same_shape: bool,
-                    min_examples: int = 1):
-  for name, x in (("student_features", student_features),
-                  ("teacher_features", teacher_features)):
-    if jnp.ndim(x) < 2:
-      raise ValueError(
-          f"{name} must have rank >= 2 [N, ...], got shape {jnp.shape(x)}.")
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-      raise TypeError(
-          f"{name} must be a floating array, got dtype {jnp.result_type(x)}.")
-  s_shape, t_shape = jnp.shape(student_features), jnp.shape(teacher_features)
-  if same_shape and s_shape != t_shape:
-    raise ValueError(
-        "student_features and teacher_features must have the same shape, got "
-        f"{s_shape} and {t_shape}; map the student with FitNetRegressor.")
-  if s_shape[0] != t_shape[0]:
-    raise ValueError(
-        "student_features and teacher_features must have the same batch size "
-        f"N, got {s_shape[0]} and {t_shape[0]}.")
-  if s_shape[0] < min_examples:
-    raise ValueError(
-        f"student_features has N = {s_shape[0]} examples; this loss needs "
-        f"N >= {min_examples}.")
+from ntdh_jax.losses.logit import reduce_loss
 
 
 def _flatten(x) -> jax.Array:
@@ -74,7 +50,7 @@ def _l2_normalize(x):
   return x / jnp.maximum(_l2_norm(x), 1e-12)
 
 
-def fitnet(student_features, teacher_features, *,
+def fitnet(student_features, teacher_features, *, where=None,
            reduction: str = "mean") -> jax.Array:
   """FitNet hint loss (Romero et al., "FitNets", ICLR'15): squared error.
 
@@ -85,15 +61,20 @@ def fitnet(student_features, teacher_features, *,
     student_features: ``f[N, ...]``, already mapped to the teacher's shape
       (``FitNetRegressor``).
     teacher_features: ``f[N, ...]``, same shape.
-    reduction: ``"mean"`` → scalar batch mean, ``"none"`` → ``f32[N]``.
+    where: optional ``bool[N]``; False marks examples to ignore (their loss
+      is 0 and the mean runs over the others).
+    reduction: ``"mean"`` → scalar mean over the valid examples, ``"none"``
+      → ``f32[N]``.
 
   Returns:
     ``f32[]`` or ``f32[N]``.
   """
-  _check_reduction(reduction)
-  _check_features(student_features, teacher_features, same_shape=True)
+  validation.check_reduction(reduction)
+  validation.check_features(student_features, teacher_features,
+                            same_shape=True)
+  validation.check_where(where, jnp.shape(student_features)[:1])
   diff = _flatten(student_features) - _flatten(teacher_features)
-  return _reduce(jnp.mean(diff * diff, axis=-1), reduction)
+  return reduce_loss(jnp.mean(diff * diff, axis=-1), where, reduction)
 
 
 class FitNetRegressor(nn.Module):
@@ -112,14 +93,11 @@ class FitNetRegressor(nn.Module):
 
   @nn.compact
   def __call__(self, student_features):
-    rank = jnp.ndim(student_features)
-    if rank == 2:
+    validation.check_rank(student_features, "student_features", (2, 4),
+                          "[N, D] or [N, H, W, C]")
+    if jnp.ndim(student_features) == 2:
       return nn.Dense(self.features)(student_features)
-    if rank == 4:
-      return nn.Conv(self.features, kernel_size=(1, 1))(student_features)
-    raise ValueError(
-        "student_features must have rank 2 [N, D] or 4 [N, H, W, C], got "
-        f"shape {jnp.shape(student_features)}.")
+    return nn.Conv(self.features, kernel_size=(1, 1))(student_features)
 
 
 def _normalised_distances(diff):
@@ -158,8 +136,8 @@ def rkd(student_features, teacher_features, distance_weight=25.0,
   Returns:
     ``f32[]``.
   """
-  _check_features(student_features, teacher_features, same_shape=False,
-                  min_examples=2)
+  validation.check_features(student_features, teacher_features,
+                            same_shape=False, min_examples=2)
   validation.check_scalar(distance_weight, "distance_weight")
   validation.check_scalar(angle_weight, "angle_weight")
   s, t = _flatten(student_features), _flatten(teacher_features)
@@ -196,8 +174,8 @@ def pkt(student_features, teacher_features, eps=1e-7) -> jax.Array:
   Returns:
     ``f32[]``.
   """
-  _check_features(student_features, teacher_features, same_shape=False,
-                  min_examples=2)
+  validation.check_features(student_features, teacher_features,
+                            same_shape=False, min_examples=2)
   validation.check_positive(eps, "eps")
   q = _cosine_conditional(_flatten(student_features), eps)
   p = _cosine_conditional(_flatten(teacher_features), eps)
@@ -221,8 +199,8 @@ def sp(student_features, teacher_features) -> jax.Array:
   Returns:
     ``f32[]``.
   """
-  _check_features(student_features, teacher_features, same_shape=False,
-                  min_examples=2)
+  validation.check_features(student_features, teacher_features,
+                            same_shape=False, min_examples=2)
   diff = (_similarity(_flatten(teacher_features))
           - _similarity(_flatten(student_features)))
   n = diff.shape[0]

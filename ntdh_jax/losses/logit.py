@@ -1,15 +1,15 @@
-"""Logit distillation losses: KD, the NTDH decoupled KL and DKD.
+"""Logit distillation losses: KD and DKD (NTDH's α/β weight-adjusted KD).
 
 With p = softmax(z / T) over C classes and k the label of a sample:
 
 * ``kd``: KL(p_t || p_s) · T²  (Hinton et al., "Distilling the Knowledge in a
   Neural Network", 2015). The T² keeps gradient magnitudes comparable across
   temperatures.
-* ``decoupled_kl``: (α · TCKL + β · NCKL) · T², the target/non-target split
-  of KD whose weights the NTDH weight-adjustment study sweeps (Chen et al.,
-  Non-target Divergence Hypothesis) and the body of DKD.
-* ``dkd``: ``decoupled_kl`` with DKD's defaults (Zhao et al., "Decoupled
-  Knowledge Distillation", CVPR'22).
+* ``dkd``: (α · TCKL + β · NCKL) · T², the target/non-target split of KD
+  (Zhao et al., "Decoupled Knowledge Distillation", CVPR'22). The same
+  computation is the weight-adjusted KD whose (α, β) the NTDH study sweeps
+  (Chen et al., Non-target Divergence Hypothesis), so there is one function
+  under DKD's name and defaults; pass α, β, T explicitly for NTDH.
 
 TCKL and NCKL are defined in ``ntdh_jax.divergences``; they are computed there
 in log space, so the non-target distribution is renormalised exactly where
@@ -20,11 +20,15 @@ teacher_logits, ...)`` order of the KD libraries (RepDistiller, mdistiller) so
 code ports over unchanged, whereas ``ntdh_jax.divergences`` takes keywords
 ``teacher_logits=``, ``student_logits=``.
 
-Shapes: logits ``f[N, C]``, labels ``int[N]``. ``reduction="mean"`` returns
-the batch mean (the value the reference libraries report), ``"none"`` the
-per-example ``f32[N]`` that per-sample masks (NTDH Algorithm 2) weight.
-Temperatures and the weights α, β may be traced scalars, so sweeps can vmap
-over them.
+Shapes (optax's convention): logits ``f[..., C]``, labels ``int[...]`` and an
+optional ``where: bool[...]`` marking valid entries; ``[N, C]`` for a
+classification batch, ``[B, H, W, C]`` for per-pixel distillation of a
+segmentation batch. ``reduction="mean"`` returns the mean over the valid
+entries, sum(loss · where) / max(count, 1) (without ``where``, the batch mean
+the reference libraries report); ``"none"`` the per-example ``f32[...]``,
+exactly 0 where ``where`` is False, that per-sample masks (NTDH Algorithm 2)
+weight. Temperatures and the weights α, β may be traced scalars, so sweeps
+can vmap over them.
 """
 
 from __future__ import annotations
@@ -35,83 +39,90 @@ import jax.numpy as jnp
 from ntdh_jax import divergences
 from ntdh_jax import validation
 
-REDUCTIONS = ("mean", "none")
+REDUCTIONS = validation.REDUCTIONS
 
 
-def _check_reduction(reduction: str):
-  if reduction not in REDUCTIONS:
-    raise ValueError(
-        f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+def reduce_loss(per_example: jax.Array, where, reduction: str) -> jax.Array:
+  """Applies a loss ``reduction`` to per-example values of any shape.
+
+  ``"mean"``: mean over all entries (``where`` None) or over the valid ones,
+  sum(values · where) / max(count, 1), so an all-invalid batch gives 0;
+  ``"none"``: the values, 0 where ``where`` is False. Entries are flattened
+  before the mean so a ``[B, H, W]`` batch reduces exactly as its ``[N]``
+  flattening.
+  """
+  if where is not None:
+    per_example = jnp.where(where, per_example, 0.0)
+  if reduction == "none":
+    return per_example
+  flat = jnp.reshape(per_example, (-1,))
+  if where is None:
+    return jnp.mean(flat)
+  count = jnp.sum(where, dtype=jnp.float32)
+  return jnp.sum(flat) / jnp.maximum(count, 1.0)
 
 
-def _reduce(per_example: jax.Array, reduction: str) -> jax.Array:
-  return jnp.mean(per_example) if reduction == "mean" else per_example
-
-
-def kd(student_logits, teacher_logits, temperature=4.0, *,
+def kd(student_logits, teacher_logits, temperature=4.0, *, where=None,
        reduction: str = "mean") -> jax.Array:
   """Hinton KD loss KL(softmax(t/T) || softmax(s/T)) · T².
 
   Args:
-    student_logits: ``f[N, C]``.
-    teacher_logits: ``f[N, C]``.
+    student_logits: ``f[..., C]``.
+    teacher_logits: ``f[..., C]``.
     temperature: scalar > 0. Default 4, RepDistiller's ``--kd_T`` (and
       mdistiller's ``KD.TEMPERATURE``).
-    reduction: ``"mean"`` → scalar batch mean, ``"none"`` → ``f32[N]``.
+    where: optional ``bool[...]``; False marks entries to ignore.
+    reduction: ``"mean"`` → scalar mean over the valid entries, ``"none"`` →
+      ``f32[...]``.
 
   Returns:
-    ``f32[]`` or ``f32[N]``.
+    ``f32[]`` or ``f32[...]``.
   """
-  _check_reduction(reduction)
+  validation.check_reduction(reduction)
   per_example = divergences.kl(teacher_logits=teacher_logits,
                                student_logits=student_logits,
-                               temperature=temperature)
-  return _reduce(per_example * jnp.asarray(temperature, jnp.float32)**2,
-                 reduction)
-
-
-def decoupled_kl(student_logits, teacher_logits, labels, alpha, beta,
-                 temperature=1.0, *, reduction: str = "mean") -> jax.Array:
-  """NTDH weight-adjusted KD, (α · TCKL + β · NCKL) · T².
-
-  KD itself is the special case α = 1, β = 1 − p_k^t (a per-sample weight,
-  by KL = TCKL + (1 − p_k^t) · NCKL); NTDH studies how fixed (α, β) trade the
-  target against the non-target term.
-
-  Args:
-    student_logits: ``f[N, C]``, C >= 3 (NCKL needs two non-target classes).
-    teacher_logits: ``f[N, C]``.
-    labels: ``int[N]`` in ``[0, C)``.
-    alpha: scalar weight of TCKL (may be traced).
-    beta: scalar weight of NCKL (may be traced).
-    temperature: scalar > 0 (may be traced).
-    reduction: ``"mean"`` → scalar batch mean, ``"none"`` → ``f32[N]``.
-
-  Returns:
-    ``f32[]`` or ``f32[N]``.
-  """
-  _check_reduction(reduction)
-  validation.check_scalar(alpha, "alpha")
-  validation.check_scalar(beta, "beta")
-  parts = divergences.decompose(teacher_logits=teacher_logits,
-                                student_logits=student_logits, labels=labels,
-                                temperature=temperature)
-  t = jnp.asarray(temperature, jnp.float32)
-  per_example = (jnp.asarray(alpha, jnp.float32) * parts.tckl
-                 + jnp.asarray(beta, jnp.float32) * parts.nckl) * t**2
-  return _reduce(per_example, reduction)
+                               temperature=temperature, where=where)
+  return reduce_loss(per_example * jnp.asarray(temperature, jnp.float32)**2,
+                     where, reduction)
 
 
 def dkd(student_logits, teacher_logits, labels, alpha=1.0, beta=8.0,
-        temperature=4.0, *, reduction: str = "mean") -> jax.Array:
-  """Decoupled Knowledge Distillation (Zhao et al., CVPR'22).
+        temperature=4.0, *, where=None, reduction: str = "mean") -> jax.Array:
+  """Decoupled KD, (α · TCKL + β · NCKL) · T²; also NTDH's weighted KD.
 
-  ``decoupled_kl`` with DKD's defaults α = 1, β = 8, T = 4, those of
+  DKD (Zhao et al., CVPR'22) with its defaults α = 1, β = 8, T = 4, those of
   mdistiller's ``engine/cfg.py`` (``CFG.DKD.ALPHA/BETA/T``). DKD's
   cross-entropy term and its linear warm-up of the KD weight belong to the
   training step, not to the loss.
 
-  Shapes and reduction as in ``decoupled_kl``.
+  The same formula is the α/β weight-adjusted KD of the NTDH study: KD itself
+  is the special case α = 1, β = 1 − p_k^t (a per-sample weight, by
+  KL = TCKL + (1 − p_k^t) · NCKL), and NTDH studies how fixed (α, β) trade
+  the target against the non-target term (pass α, β and T explicitly).
+
+  Args:
+    student_logits: ``f[..., C]``, C >= 3 (NCKL needs two non-target
+      classes).
+    teacher_logits: ``f[..., C]``.
+    labels: ``int[...]`` in ``[0, C)`` where valid.
+    alpha: scalar weight of TCKL (may be traced).
+    beta: scalar weight of NCKL (may be traced).
+    temperature: scalar > 0 (may be traced).
+    where: optional ``bool[...]``; False marks entries to ignore (any label,
+      e.g. 255, is allowed there).
+    reduction: ``"mean"`` → scalar mean over the valid entries, ``"none"`` →
+      ``f32[...]``.
+
+  Returns:
+    ``f32[]`` or ``f32[...]``.
   """
-  return decoupled_kl(student_logits, teacher_logits, labels, alpha, beta,
-                      temperature, reduction=reduction)
+  validation.check_reduction(reduction)
+  validation.check_scalar(alpha, "alpha")
+  validation.check_scalar(beta, "beta")
+  parts = divergences.decompose(teacher_logits=teacher_logits,
+                                student_logits=student_logits, labels=labels,
+                                temperature=temperature, where=where)
+  t = jnp.asarray(temperature, jnp.float32)
+  per_example = (jnp.asarray(alpha, jnp.float32) * parts.tckl
+                 + jnp.asarray(beta, jnp.float32) * parts.nckl) * t**2
+  return reduce_loss(per_example, where, reduction)
