@@ -1,13 +1,29 @@
-"""Flax (linen) classifiers of the reproduced experiments.
+"""Flax (linen) networks of the reproduced experiments, and their registry.
 
-* ``MLP`` — the NTDH synthetic network; ``reference_mlp()`` is the reference's
-  ``TwoLayerNN`` (elonchern/Non-target-Divergence-Hypothesis,
+A model is a static config ``{"name": ..., **fields}`` (one for the teacher,
+one for the student); ``normalise`` fills every default so that one network
+has one spelling, and ``build(config, num_classes)`` returns a ``Net``, the
+only interface the training code uses::
+
+  net = build({"name": "cnn", "batch_norm": True}, num_classes=10)
+  variables = net.init(key, x[:1])        # {"params", maybe "batch_stats"}
+  logits, features, variables = net.apply(variables, x, train=True, key=k)
+  net.feature_shape((28, 28, 1))          # (128,)
+
+Registered networks (``MODELS``):
+
+* ``"mlp"`` — ``MLP``, the NTDH synthetic network; ``reference_mlp()`` is the
+  reference's ``TwoLayerNN`` (elonchern/Non-target-Divergence-Hypothesis,
   ``sklearn/network/two_layer.py``): 50 → 16 → 16 → 4 with ReLU. Its
   ``fc2_1`` layer is never called in ``forward``, so it is left out, and its
-  dropout rate is 0 in every reference experiment, so there is no dropout.
-* ``LinearClassifier`` — the MFH Gaussian experiment's single linear layer
-  (Xue et al., ICLR'23; zihuixue/MFH ``gauss/main.py``).
-* ``SmallCNN`` — a small image classifier for digits / MNIST-style data.
+  dropout rate is 0 in every reference experiment.
+* ``"linear"`` — ``LinearClassifier``, the MFH Gaussian experiment's single
+  linear layer (Xue et al., ICLR'23; zihuixue/MFH ``gauss/main.py``).
+* ``"mnist_fc"`` — ``MnistFC``, NTDH's MNIST / MNIST-M fully connected net.
+* ``"cnn"`` — ``SmallCNN``, a small image classifier for digits / MNIST.
+* ``"conv2d"`` — ``ConvNet``, a conv net for log-mel spectrograms and video
+  frames (a small stand-in for NTDH's RAVDESS audio / image CNNs).
+* ``"segnet"`` — ``SegmentationNet``, a small U-Net giving per-pixel logits.
 
 ``init_scheme`` (the field cannot be called ``init``: that would shadow
 ``Module.init``):
@@ -19,23 +35,41 @@
   or in_channels·kh·kw). Same distribution, not torch's random numbers.
 * ``"lecun"`` — flax's defaults (LeCun-normal kernels, zero biases).
 
-Every module maps inputs to logits ``f32[N, C]``; ``return_features=True``
-also returns the representation that feature-based KD losses (FitNet, RKD,
-PKT, SP, CRD) read. Initialisation is deterministic given the key, and
-``apply`` is pure, so parameters stacked on a leading axis run under
-``jax.vmap(model.apply, in_axes=(0, None))``.
+BatchNorm (where a model has it) uses torch's defaults — running-average
+momentum 0.1 (flax's ``momentum=0.9``), ε = 1e-5, scale 1, offset 0 — and
+follows a bias-free layer (the bias would be cancelled by the mean). Its
+statistics live in the ``"batch_stats"`` collection and are reduced over the
+batch axis of one call only (no ``axis_name``), so under ``vmap`` every run
+keeps its own statistics. One difference from torch: the running variance is
+updated with the biased batch variance (flax), torch uses the unbiased one.
+Dropout draws from the ``"dropout"`` rng.
+
+Every module's ``__call__(x, *, train=False, return_features=False)`` maps
+inputs to logits (``f32[N, C]``; ``f32[N, H, W, C]`` for ``segnet``) and with
+``return_features`` also returns the penultimate representation that
+feature-based KD losses (FitNet, RKD, PKT, SP, CRD) read — taken *before*
+dropout, so in eval mode the logits are the head applied to the features.
+Initialisation is deterministic given the key, and ``apply`` is pure, so
+variables stacked on a leading axis run under ``jax.vmap``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from ntdh_jax import validation
 
 INIT_SCHEMES = ("torch", "lecun")
+
+
+# -- layers --------------------------------------------------------------------
 
 
 def _torch_uniform(fan_in: int):
@@ -58,35 +92,103 @@ def _initializers(init_scheme: str, fan_in: int) -> dict:
       f"init_scheme must be one of {INIT_SCHEMES}, got {init_scheme!r}.")
 
 
-def _dense(x, features: int, init_scheme: str, name: str):
-  layer = nn.Dense(features, name=name,
+def _dense(x, features: int, init_scheme: str, name: str, use_bias=True):
+  layer = nn.Dense(features, use_bias=use_bias, name=name,
                    **_initializers(init_scheme, x.shape[-1]))
   return layer(x)
 
 
+def _conv(x, features: int, init_scheme: str, name: str, use_bias=True,
+          kernel=(3, 3)):
+  fan_in = x.shape[-1] * math.prod(kernel)
+  layer = nn.Conv(features, kernel, padding="SAME", use_bias=use_bias,
+                  name=name, **_initializers(init_scheme, fan_in))
+  return layer(x)
+
+
+def _up_conv(x, features: int, init_scheme: str, name: str):
+  """2×2 transposed conv with stride 2: ``[N, H, W, ·] → [N, 2H, 2W, F]``.
+
+  torch computes a ``ConvTranspose2d``'s fan_in from its weight's second
+  axis, i.e. out_channels·kh·kw; the torch scheme follows it.
+  """
+  fan_in = features * 2 * 2
+  layer = nn.ConvTranspose(features, (2, 2), strides=(2, 2), padding="VALID",
+                           name=name, **_initializers(init_scheme, fan_in))
+  return layer(x)
+
+
+def _batch_norm(x, train: bool, name: str):
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                      epsilon=1e-5, name=name)(x)
+
+
+def _dropout(x, rate: float, train: bool):
+  return nn.Dropout(rate, deterministic=not train)(x) if rate > 0 else x
+
+
+def _flatten(x, model: str):
+  """``f[N, ...] → f[N, D]``; a no-op for ``[N, D]``."""
+  if x.ndim < 2:
+    raise ValueError(
+        f"{model} expects inputs of rank >= 2 ([N, D] or [N, ...]), got shape "
+        f"{x.shape}.")
+  return x if x.ndim == 2 else x.reshape(x.shape[0], -1)
+
+
+def _check_images(x, model: str, min_size: int):
+  """``x`` is NHWC with H, W >= ``min_size`` (what the pooling needs)."""
+  if x.ndim != 4:
+    raise ValueError(
+        f"{model} expects NHWC images of rank 4, got shape {x.shape}.")
+  if min(x.shape[1:3]) < min_size:
+    raise ValueError(
+        f"{model} halves H and W once per entry of channels, so it needs H, W "
+        f">= {min_size}; got H×W = {x.shape[1]}×{x.shape[2]}.")
+
+
+# -- networks ------------------------------------------------------------------
+
+
 class MLP(nn.Module):
-  """ReLU multilayer perceptron.
+  """ReLU multilayer perceptron: (Dense → [BatchNorm] → ReLU → [Dropout]) per
+  entry of ``hidden``, then a linear head.
 
   Attributes:
     hidden: widths of the hidden layers (empty: a linear model).
     num_classes: C, the logit width.
     init_scheme: ``"torch"`` or ``"lecun"`` (see the module docstring).
+    dropout: rate after every hidden activation (ours; 0 in the reference).
+    batch_norm: BatchNorm before every ReLU (ours; off in the reference).
   """
   hidden: Sequence[int] = (16, 16)
   num_classes: int = 4
   init_scheme: str = "torch"
+  dropout: float = 0.0
+  batch_norm: bool = False
 
   @nn.compact
-  def __call__(self, x, *, return_features: bool = False):
-    """``x: f[N, D]`` → logits ``f32[N, C]``.
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    """``x: f[N, D]`` (rank > 2 is flattened) → logits ``f32[N, C]``.
 
     With ``return_features``, also the last hidden activation
-    ``f32[N, hidden[-1]]`` (the input itself when ``hidden`` is empty).
+    ``f32[N, hidden[-1]]`` before dropout (the flattened input when
+    ``hidden`` is empty).
     """
+    x = _flatten(x, "MLP")
     for i, width in enumerate(self.hidden):
-      x = nn.relu(_dense(x, width, self.init_scheme, f"hidden_{i}"))
+      if i:
+        x = _dropout(x, self.dropout, train)
+      x = _dense(x, width, self.init_scheme, f"hidden_{i}",
+                 use_bias=not self.batch_norm)
+      if self.batch_norm:
+        x = _batch_norm(x, train, f"bn_{i}")
+      x = nn.relu(x)
+    features = x
+    if self.hidden:
+      x = _dropout(x, self.dropout, train)
     logits = _dense(x, self.num_classes, self.init_scheme, "head")
-    return (logits, x) if return_features else logits
+    return (logits, features) if return_features else logits
 
 
 def reference_mlp() -> MLP:
@@ -105,43 +207,385 @@ class LinearClassifier(nn.Module):
   init_scheme: str = "torch"
 
   @nn.compact
-  def __call__(self, x, *, return_features: bool = False):
-    """``x: f[N, D]`` → logits ``f32[N, C]``; the features are ``x`` itself."""
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    """``x: f[N, D]`` (rank > 2 is flattened) → logits ``f32[N, C]``; the
+    features are the flattened input ``f[N, D]`` itself."""
+    del train  # nothing behaves differently
+    x = _flatten(x, "LinearClassifier")
     logits = _dense(x, self.num_classes, self.init_scheme, "head")
     return (logits, x) if return_features else logits
 
 
+class MnistFC(nn.Module):
+  """NTDH's fully connected MNIST / MNIST-M network.
+
+  Source: elonchern/Non-target-Divergence-Hypothesis ``MNIST/network/LR_3.py``
+  (class ``MLP``, lines 53–73; built in ``MNIST/main.py`` as
+  ``MLP(input_dim=28*28)`` for MNIST or ``28*28*3`` for MNIST-M, on inputs
+  flattened with ``view``): ``Linear(D, 1024) → LeakyReLU → Linear(1024, 256)
+  → LeakyReLU → Linear(256, 10) → LeakyReLU``, torch's default init and
+  LeakyReLU slope 0.01, no dropout, no BatchNorm.
+
+  Two things to know. The reference applies a LeakyReLU to the logits too;
+  ``leaky_logits=True`` keeps that (set False for a plain linear head). And
+  it has 1.07 M parameters on MNIST (2.67 M on MNIST-M), not the paper's
+  "3-layer MLPs (0.53 M parameters)"; ``hidden=(512, 256)`` on MNIST gives
+  0.54 M, the closest plain reading of the paper's number.
+
+  We flatten NHWC (the reference flattens NCHW): for an MLP this only
+  permutes the input units. The features are the 256-wide activation before
+  the head; the reference's feature mask (``--place 1``) acts on the
+  1024-wide first layer instead.
+
+  Attributes:
+    num_classes: C (10).
+    hidden: widths of the hidden layers, (1024, 256) in the reference.
+    negative_slope: LeakyReLU slope, torch's default 0.01.
+    leaky_logits: LeakyReLU on the logits, as in the reference.
+    dropout: rate after each hidden activation (ours; 0 in the reference).
+    init_scheme: ``"torch"`` (the reference) or ``"lecun"``.
+  """
+  num_classes: int = 10
+  hidden: Sequence[int] = (1024, 256)
+  negative_slope: float = 0.01
+  leaky_logits: bool = True
+  dropout: float = 0.0
+  init_scheme: str = "torch"
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    """``x: f[N, ...]`` (flattened to ``[N, D]``) → logits ``f32[N, C]``.
+
+    With ``return_features``, also the last hidden activation
+    ``f32[N, hidden[-1]]`` before dropout.
+    """
+    x = _flatten(x, "MnistFC")
+    for i, width in enumerate(self.hidden):
+      if i:
+        x = _dropout(x, self.dropout, train)
+      x = nn.leaky_relu(_dense(x, width, self.init_scheme, f"hidden_{i}"),
+                        self.negative_slope)
+    features = x
+    if self.hidden:
+      x = _dropout(x, self.dropout, train)
+    logits = _dense(x, self.num_classes, self.init_scheme, "head")
+    if self.leaky_logits:
+      logits = nn.leaky_relu(logits, self.negative_slope)
+    return (logits, features) if return_features else logits
+
+
 class SmallCNN(nn.Module):
-  """(3×3 conv → ReLU → 2×2 max-pool) per entry of ``channels``, then a ReLU
-  dense layer and a linear head.
+  """(3×3 conv → [BatchNorm] → ReLU → 2×2 max-pool) per entry of
+  ``channels``, flatten, a ReLU dense layer, [dropout], a linear head.
 
   Attributes:
     num_classes: C.
     channels: output channels of each conv block.
     dense: width of the dense layer, whose activation is the feature vector.
     init_scheme: ``"torch"`` or ``"lecun"``.
+    batch_norm: BatchNorm after every conv (ours).
+    dropout: rate between the features and the head (ours).
   """
   num_classes: int = 10
   channels: Sequence[int] = (32, 64)
   dense: int = 128
   init_scheme: str = "torch"
+  batch_norm: bool = False
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, *, return_features: bool = False):
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    """``x: f[N, H, W, C_in]`` (NHWC; 8×8 digits or 28×28 MNIST, 1 or 3
+    channels) → logits ``f32[N, C]``.
+
+    With ``return_features``, also the dense activation ``f32[N, dense]``.
+    Each pool halves H and W (rounding down), so H, W >= 2**len(channels).
+    """
+    _check_images(x, "SmallCNN", 2 ** len(self.channels))
+    for i, width in enumerate(self.channels):
+      x = _conv(x, width, self.init_scheme, f"conv_{i}",
+                use_bias=not self.batch_norm)
+      if self.batch_norm:
+        x = _batch_norm(x, train, f"bn_{i}")
+      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = x.reshape(x.shape[0], -1)
+    features = nn.relu(_dense(x, self.dense, self.init_scheme, "dense"))
+    x = _dropout(features, self.dropout, train)
+    logits = _dense(x, self.num_classes, self.init_scheme, "head")
+    return (logits, features) if return_features else logits
+
+
+class ConvNet(nn.Module):
+  """A 2-D conv net for log-mel spectrograms (``[N, 40, 256, 1]``) and video
+  frames (``[N, 64, 64, 3]``): (3×3 conv → BatchNorm → ReLU → 2×2 max-pool)
+  per entry of ``channels``, global average pooling, a ReLU dense layer (the
+  features), [dropout], a linear head.
+
+  An equal-depth stand-in for NTDH's RAVDESS ``AudioNet`` / ``ImageNet``
+  (elonchern/Non-target-Divergence-Hypothesis ``ravdess/utils/model.py``):
+  those have the same three conv widths 32, 64, 128 with max-pooling, but an
+  adaptive max-pool to 7×14 and ``Linear(12544, 1024) → Linear(1024, 128)``,
+  ~13 M parameters. Global average pooling, BatchNorm and one dense layer are
+  our choices, so the default is small (~0.13 M parameters); widen
+  ``channels`` / ``dense`` to approach the paper's size.
+
+  Attributes:
+    num_classes: C (8 emotions in RAVDESS).
+    channels: output channels of each conv block.
+    dense: width of the dense layer, whose activation is the feature vector.
+    batch_norm: BatchNorm after every conv.
+    dropout: rate between the features and the head.
+    init_scheme: ``"torch"`` or ``"lecun"``.
+  """
+  num_classes: int = 8
+  channels: Sequence[int] = (32, 64, 128)
+  dense: int = 256
+  batch_norm: bool = True
+  dropout: float = 0.0
+  init_scheme: str = "torch"
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
     """``x: f[N, H, W, C_in]`` (NHWC) → logits ``f32[N, C]``.
 
     With ``return_features``, also the dense activation ``f32[N, dense]``.
     Each pool halves H and W (rounding down), so H, W >= 2**len(channels).
     """
+    _check_images(x, "ConvNet", 2 ** len(self.channels))
+    for i, width in enumerate(self.channels):
+      x = _conv(x, width, self.init_scheme, f"conv_{i}",
+                use_bias=not self.batch_norm)
+      if self.batch_norm:
+        x = _batch_norm(x, train, f"bn_{i}")
+      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+    x = x.mean(axis=(1, 2))
+    features = nn.relu(_dense(x, self.dense, self.init_scheme, "dense"))
+    x = _dropout(features, self.dropout, train)
+    logits = _dense(x, self.num_classes, self.init_scheme, "head")
+    return (logits, features) if return_features else logits
+
+
+class SegmentationNet(nn.Module):
+  """A small U-Net (Ronneberger et al., MICCAI'15) giving per-pixel logits.
+
+  Encoder level i (i = 0..L−1, L = len(channels)) is two (3×3 conv →
+  [BatchNorm] → ReLU) at resolution H/2^i with ``channels[i]`` outputs,
+  levels joined by 2×2 max-pools. The decoder climbs back: a 2×2 stride-2
+  transposed conv to ``channels[i]``, concatenation with encoder level i's
+  output (the skip connection), two conv blocks. A 1×1 conv gives the
+  logits. Depth, widths and the two convs per block are ours — a stand-in
+  for the networks of NTDH's NYU Depth V2 experiment (``NYUDepthv2/models/``,
+  e.g. DDRNet), which do 3-D semantic scene completion and are far larger.
+
+  Attributes:
+    num_classes: C per pixel (``build`` sets it from the data; the default
+      is the 13-class NYU Depth V2 labelling).
+    channels: widths of the encoder levels, finest first.
+    batch_norm: BatchNorm after every 3×3 conv.
+    dropout: per-pixel rate between the features and the 1×1 head.
+    init_scheme: ``"torch"`` or ``"lecun"``.
+  """
+  num_classes: int = 13
+  channels: Sequence[int] = (16, 32, 64)
+  batch_norm: bool = True
+  dropout: float = 0.0
+  init_scheme: str = "torch"
+
+  def _block(self, x, width: int, train: bool, name: str):
+    for j in range(2):
+      x = _conv(x, width, self.init_scheme, f"{name}_conv_{j}",
+                use_bias=not self.batch_norm)
+      if self.batch_norm:
+        x = _batch_norm(x, train, f"{name}_bn_{j}")
+      x = nn.relu(x)
+    return x
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    """``x: f[N, H, W, C_in]`` (NHWC) → logits ``f32[N, H, W, C]``.
+
+    With ``return_features``, also the last decoder activation
+    ``f32[N, H, W, channels[0]]`` (per-pixel penultimate features). H and W
+    must be divisible by 2**(len(channels) − 1).
+    """
     if x.ndim != 4:
       raise ValueError(
-          f"SmallCNN expects NHWC images of rank 4, got shape {x.shape}.")
+          f"SegmentationNet expects NHWC images of rank 4, got shape "
+          f"{x.shape}.")
+    factor = 2 ** (len(self.channels) - 1)
+    if x.shape[1] % factor or x.shape[2] % factor:
+      raise ValueError(
+          f"SegmentationNet with {len(self.channels)} levels needs H and W "
+          f"divisible by {factor}; got H×W = {x.shape[1]}×{x.shape[2]}.")
+    skips = []
     for i, width in enumerate(self.channels):
-      fan_in = x.shape[-1] * 3 * 3
-      x = nn.Conv(width, (3, 3), padding="SAME", name=f"conv_{i}",
-                  **_initializers(self.init_scheme, fan_in))(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-    x = x.reshape(x.shape[0], -1)
-    features = nn.relu(_dense(x, self.dense, self.init_scheme, "dense"))
-    logits = _dense(features, self.num_classes, self.init_scheme, "head")
+      if i:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = self._block(x, width, train, f"down_{i}")
+      skips.append(x)
+    for i in reversed(range(len(self.channels) - 1)):
+      x = _up_conv(x, self.channels[i], self.init_scheme, f"up_{i}")
+      x = jnp.concatenate([skips[i], x], axis=-1)
+      x = self._block(x, self.channels[i], train, f"dec_{i}")
+    features = x
+    x = _dropout(features, self.dropout, train)
+    logits = _conv(x, self.num_classes, self.init_scheme, "head",
+                   kernel=(1, 1))
     return (logits, features) if return_features else logits
+
+
+# -- registry ------------------------------------------------------------------
+
+MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "linear": LinearClassifier,
+    "mnist_fc": MnistFC,
+    "cnn": SmallCNN,
+    "conv2d": ConvNet,
+    "segnet": SegmentationNet,
+}
+
+# Module dataclass fields that are not part of a model config: flax's own, and
+# the class count, which the data decides.
+_NOT_CONFIG = ("parent", "name", "num_classes")
+
+
+def _defaults(cls: type[nn.Module]) -> dict[str, Any]:
+  return {f.name: f.default for f in dataclasses.fields(cls)
+          if f.name not in _NOT_CONFIG}
+
+
+def _canonical(key: str, value: Any, default: Any) -> Any:
+  """``value`` in the JSON form of ``default``'s type (tuples → lists of ints,
+  ints → floats where the field is a float), so that one network has one
+  spelling; checks the field's range."""
+  name = f"model config {key!r}"
+  if isinstance(default, bool):
+    validation.check_type(value, (bool, np.bool_), name, "a bool")
+    return bool(value)
+  if isinstance(default, int):
+    validation.check_positive_int(value, name)
+    return int(value)
+  if isinstance(default, float):
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating)):
+      raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+    value = float(value)
+    if key == "dropout":
+      validation.check_fraction(value, name)
+    return value
+  if isinstance(default, str):
+    validation.check_type(value, str, name, "a str")
+    if key == "init_scheme":
+      validation.check_choice(value, name, INIT_SCHEMES)
+    return value
+  if isinstance(default, tuple):  # layer widths
+    if isinstance(value, (str, Mapping)) or not isinstance(
+        value, (Sequence, np.ndarray)):
+      raise TypeError(
+          f"{name} must be a list of ints, got {type(value).__name__}.")
+    for width in value:
+      validation.check_positive_int(width, f"each entry of {name}")
+    if key == "channels" and not len(value):
+      raise ValueError(f"{name} must not be empty.")
+    return [int(width) for width in value]
+  raise AssertionError(f"no canonical form for field {key!r}")  # a new type
+
+
+def normalise(config: Mapping) -> dict:
+  """``{"name": ..., **every field}`` with defaults filled, JSON-able.
+
+  Args:
+    config: ``{"name": one of MODELS, **some fields}``; a ``ConfigDict`` or
+      any mapping. ``num_classes`` is not a field: the data decides it.
+
+  Returns:
+    A new dict: ``"name"`` first, then every field of the model in its
+    declared order, lists for tuples. Idempotent, so configs spelled
+    differently (defaults omitted, tuples or lists, ``0`` or ``0.0``) give
+    equal dicts and equal hashes.
+
+  Raises:
+    ValueError: unknown name or key, ``num_classes`` given, or a value out
+      of range. TypeError: a value of the wrong type.
+  """
+  config = dict(config.items())
+  name = config.pop("name", None)
+  if name not in MODELS:
+    raise ValueError(
+        f"model config 'name' must be one of {sorted(MODELS)}, got {name!r}.")
+  defaults = _defaults(MODELS[name])
+  if "num_classes" in config:
+    raise ValueError(
+        "model config must not set 'num_classes': the data source decides "
+        "it and build(config, num_classes) receives it.")
+  unknown = sorted(set(config) - set(defaults))
+  if unknown:
+    raise ValueError(
+        f"unknown model config key(s) {unknown} for {name!r}; valid keys: "
+        f"{['name', *defaults]}.")
+  return {"name": name, **{
+      key: _canonical(key, config.get(key, default), default)
+      for key, default in defaults.items()}}
+
+
+class Net(NamedTuple):
+  """A built model: the linen module and the calls the training code makes."""
+  module: nn.Module
+
+  def init(self, key: jax.Array, x: jax.Array) -> dict:
+    """Variables ``{"params": ...}`` (+ ``"batch_stats"`` with BatchNorm).
+
+    ``x``: one example batch ``f32[1, *input_shape]`` (only shapes matter).
+    Equals ``module.init(key, x)`` bit for bit.
+    """
+    return self.module.init({"params": key}, x, train=False)
+
+  def apply(self, variables: dict, x: jax.Array, *, train: bool,
+            key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, dict]:
+    """``(logits, features, variables)`` for a batch ``x``.
+
+    train=True: BatchNorm normalises with the batch's statistics and the
+    returned variables carry the updated running statistics; dropout is on,
+    drawn from ``key`` (required when the model's ``dropout`` > 0).
+    train=False: running statistics, no dropout, ``variables`` returned as
+    given; ``key`` is ignored.
+    """
+    rate = getattr(self.module, "dropout", 0.0)
+    rngs = {}
+    if train and rate > 0:
+      if key is None:
+        raise ValueError(
+            f"Net.apply(train=True) needs key= to draw the dropout of "
+            f"{type(self.module).__name__} (dropout={rate}).")
+      rngs["dropout"] = key
+    if train and "batch_stats" in variables:
+      (logits, features), updates = self.module.apply(
+          variables, x, train=True, return_features=True, rngs=rngs,
+          mutable=["batch_stats"])
+      return logits, features, {**variables, **updates}
+    logits, features = self.module.apply(
+        variables, x, train=train, return_features=True, rngs=rngs)
+    return logits, features, variables
+
+  def feature_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Shape of one example's features for one example's ``input_shape``
+    (traced with ``jax.eval_shape``: nothing is computed)."""
+
+    def features(x):
+      variables = self.init(jax.random.key(0), x)
+      return self.apply(variables, x, train=False)[1]
+
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    return tuple(jax.eval_shape(features, x).shape[1:])
+
+
+def build(config: Mapping, num_classes: int) -> Net:
+  """The ``Net`` of a model config (normalised first) with ``num_classes``
+  outputs per example (per pixel for ``segnet``)."""
+  validation.check_positive_int(num_classes, "num_classes")
+  config = normalise(config)
+  cls = MODELS[config.pop("name")]
+  fields = {key: tuple(value) if isinstance(value, list) else value
+            for key, value in config.items()}
+  return Net(cls(num_classes=int(num_classes), **fields))
