@@ -1,5 +1,29 @@
-"""Data for the reproduced experiments; import the submodules explicitly.
+"""Paired cross-modal data sources, looked up by name.
 
-* ``ntdh_jax.data.synthetic`` — the NTDH and MFH synthetic teacher/student
-  views with a tunable domain gap (JAX-keyed, and exact reference-code mode).
+``get(name)`` returns a ``DataSource`` (see ``source.py`` for the contract):
+
+* ``ntdh`` — the NTDH synthetic γ data (``synthetic.py``);
+* ``mfh`` — MFH's Gaussian family (``synthetic.py``);
+* ``digits`` — scikit-learn's digits (teacher) → digits-M (student), the
+  embedded real default (``digits.py``).
+
+``load_arrays(data_config)`` reads a source's host arrays once per process;
+``normalise(data_config)`` fills its defaults (what run ids hash).
 """
+
+from ntdh_jax.data import digits  # noqa: F401  (registers its source)
+from ntdh_jax.data import synthetic  # noqa: F401  (registers its sources)
+from ntdh_jax.data.source import DataSource
+from ntdh_jax.data.source import DataSpec
+from ntdh_jax.data.source import Modality
+from ntdh_jax.data.source import SOURCES
+from ntdh_jax.data.source import Views
+from ntdh_jax.data.source import get
+from ntdh_jax.data.source import load_arrays
+from ntdh_jax.data.source import normalise
+from ntdh_jax.data.source import parse
+from ntdh_jax.data.source import register
+from ntdh_jax.data.source import spec
+
+__all__ = ["DataSource", "DataSpec", "Modality", "SOURCES", "Views", "get",
+           "load_arrays", "normalise", "parse", "register", "spec"]

@@ -34,6 +34,7 @@ views hold the same decisive features), opposite in direction to NTDH's γ.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -44,6 +45,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from ntdh_jax import validation
+from ntdh_jax.data import source
 
 NTDH_NUM_FEATURES = 50
 NTDH_NUM_CLASSES = 4
@@ -66,19 +68,7 @@ class NTDHBase(NamedTuple):
   y_test: np.ndarray
 
 
-class Views(NamedTuple):
-  """Paired teacher/student inputs of one synthetic dataset.
-
-  ``teacher_*: f32[N, D_teacher]``, ``student_*: f32[N, D_student]``,
-  ``y_*: i32[N]``; row i of both views is the same sample. JAX arrays from
-  the keyed generators, NumPy arrays from the reference ones.
-  """
-  teacher_train: jax.Array
-  student_train: jax.Array
-  y_train: jax.Array
-  teacher_test: jax.Array
-  student_test: jax.Array
-  y_test: jax.Array
+Views = source.Views
 
 
 def _require_concrete(value, name: str, instead: str):
@@ -389,3 +379,77 @@ def mfh_views_reference(seed: int, overlap: int, n_train: int = 200,
   test = _mfh_split_reference(np.random.RandomState(seed + 1), a, n_test, o,
                               dims)
   return Views(*train, *test)
+
+
+# ------------------------------------------------------------- the sources
+
+
+@dataclasses.dataclass(frozen=True)
+class NTDHConfig:
+  """``random_state`` seeds ``make_classification`` (the reference: 42)."""
+  random_state: int = 42
+
+
+class NTDHSource(source.DataSource):
+  """NTDH's γ data: ``arrays`` hold the standardised base (``x_*: f32[n, 50]``,
+  ``y_*: i32[n]``); ``views`` draws the run's noise columns from its key."""
+  name = "ntdh"
+  Config = NTDHConfig
+  hparams = ("gamma",)
+
+  def spec(self, config):
+    del config
+    view = (NTDH_NUM_FEATURES,)
+    return source.DataSpec(
+        teacher=source.Modality("ntdh_teacher", view, "float32"),
+        student=source.Modality("ntdh_student", view, "float32"),
+        num_classes=NTDH_NUM_CLASSES,
+        splits={"train": round(_NTDH_NUM_SAMPLES * (1 - _NTDH_TEST_SIZE)),
+                "test": round(_NTDH_NUM_SAMPLES * _NTDH_TEST_SIZE)},
+        gap="gamma",
+        gap_direction="0 = the views share the same 20 informative columns, "
+                      "1 = disjoint ones")
+
+  def load(self, config):
+    return ntdh_base(config.random_state)._asdict()
+
+  def views(self, config, arrays, hparams, key):
+    del config
+    return ntdh_views(NTDHBase(**arrays), hparams["gamma"], key)
+
+
+@dataclasses.dataclass(frozen=True)
+class MFHConfig:
+  """Split sizes (the reference's ``increase_gamma``: 200 / 1000)."""
+  n_train: int = 200
+  n_test: int = 1000
+
+
+class MFHSource(source.DataSource):
+  """MFH's Gaussian family: everything is drawn from the run's key, so
+  ``arrays`` is empty."""
+  name = "mfh"
+  Config = MFHConfig
+  hparams = ("overlap",)
+
+  def spec(self, config):
+    return source.DataSpec(
+        teacher=source.Modality("mfh_teacher", (25,), "float32"),
+        student=source.Modality("mfh_student", (50,), "float32"),
+        num_classes=2, splits={"train": config.n_train,
+                               "test": config.n_test},
+        gap="overlap",
+        gap_direction="shared decisive features o; larger = smaller gap "
+                      "(MFH's γ = o / (20 − o) grows with it)")
+
+  def load(self, config):
+    del config
+    return {}
+
+  def views(self, config, arrays, hparams, key):
+    del arrays
+    return mfh_views(key, hparams["overlap"], config.n_train, config.n_test)
+
+
+source.register(NTDHSource())
+source.register(MFHSource())
