@@ -2,7 +2,8 @@
 
   ntdh-sweep --config sweeps/configs/NAME.py[:arg] --workdir DIR \\
       [--config.key=value ...] [--chunk_size N] [--segments_per_call K] \\
-      [--vmap_size V] [--no-progress] [--multihost]
+      [--vmap_size V|auto] [--compilation_cache DIR|none] [--no-progress] \\
+      [--multihost]
 
 Everything else is importable: ``ntdh_jax.config`` loads the config and
 ``ntdh_jax.experiments.run`` plans, sweeps and reports.
@@ -18,6 +19,24 @@ import jax
 
 from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
+from ntdh_jax.train import sweep
+
+DEFAULT_CACHE = os.path.join(
+    os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+    "ntdh_jax", "xla")
+
+
+def _vmap_size(text: str):
+  if text == "auto":
+    return None
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(
+        f"must be an integer >= 1 or 'auto', got {text!r}")
+  return value
 
 
 def _parse_flags(argv: Sequence[str] | None):
@@ -34,9 +53,17 @@ def _parse_flags(argv: Sequence[str] | None):
                       help="runs trained together at most")
   parser.add_argument("--segments_per_call", type=int, default=1,
                       help="segments per compiled call = checkpoint interval")
-  parser.add_argument("--vmap_size", type=int, default=None,
-                      help="runs vectorised together per device; fix it for "
-                           "bit-identical results on any device count")
+  parser.add_argument("--vmap_size", type=_vmap_size,
+                      default=sweep.DEFAULT_VMAP_SIZE,
+                      help="runs vectorised together per device (default "
+                           "%(default)s: the same bits on any device count); "
+                           "'auto' = each device's whole share of a chunk, "
+                           "sometimes faster, bits then depend on the device "
+                           "count")
+  parser.add_argument("--compilation_cache", default=DEFAULT_CACHE,
+                      help="JAX's persistent compilation cache: relaunches "
+                           "and later studies reuse compiled programs "
+                           "(default %(default)s; 'none' disables it)")
   parser.add_argument("--no-progress", dest="progress", action="store_false",
                       help="hide the progress bar")
   parser.add_argument("--cpu_devices", type=int, default=os.cpu_count(),
@@ -75,6 +102,8 @@ def _split_cpu(devices: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
   flags, overrides = _parse_flags(argv)
   _split_cpu(flags.cpu_devices)
+  if flags.compilation_cache != "none":
+    sweep.enable_compilation_cache(flags.compilation_cache)
   if flags.multihost:
     jax.distributed.initialize()
   base, configs, fingerprint = config_lib.load_sweep(flags.config, overrides)

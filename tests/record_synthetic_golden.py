@@ -32,16 +32,24 @@ VMAP_SIZE = 2
 GOLDEN = os.path.join(HERE, "data", "synthetic_golden.json")
 _STATIC_KEYS = ("distill", "sample_mask", "feature_mask", "optimizer",
                 "batch_size", "epochs")
+# Static choices a run may leave out: absent means this.
+_STATIC_DEFAULTS = {"distill": "none", "sample_mask": "none",
+                    "feature_mask": "none"}
+
+
+def canonical_key(key: dict) -> str:
+  static = {k: _STATIC_DEFAULTS.get(k) if v is None else v
+            for k, v in key["static"].items()}
+  return json.dumps({**key, "static": static}, sort_keys=True)
 
 
 def run_key(row: dict) -> str:
   """What a run is, independent of how its static config is spelled."""
-  return json.dumps({
+  return canonical_key({
       "stage": row["stage"], "seed": row["seed"],
       "hp": {k: v for k, v in row.items() if k.startswith("hp.")},
       "tag": {k: v for k, v in row.items() if k.startswith("tag.")},
-      "static": {k: row.get(f"static.{k}") for k in _STATIC_KEYS}},
-      sort_keys=True)
+      "static": {k: row.get(f"static.{k}") for k in _STATIC_KEYS}})
 
 
 def numbers(row: dict) -> dict:

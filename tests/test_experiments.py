@@ -10,15 +10,12 @@ from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
 from ntdh_jax.experiments import ntdh
 from ntdh_jax.experiments import ntdh_report
+from tests import record_synthetic_golden as golden
 
 CONFIG = "sweeps/configs/ntdh_synthetic.py"
-# Every part, both presets, at the smallest scale that still has a trend.
-TINY = ["num_seeds=2", "gaps=0,1", "weights.alphas=0,1", "weights.betas=0,1",
-        "alg1.gaps=0.5", "alg1.ratios=0.5", "alg1.repeats=2",
-        "alg2.ratios=0,0.5", "presets.reference.parts=fig3",
-        "presets.reference.epochs=4",
-        "presets.reference.eval_every=2", "presets.tuned.epochs=2",
-        "presets.tuned.eval_every=1"]
+# Every part, both presets, at the smallest scale that still has a trend
+# (the scale whose numbers ``data/synthetic_golden.json`` recorded).
+TINY = golden.OVERRIDES
 
 
 def _sweep(arg, overrides=()):
@@ -34,11 +31,11 @@ def test_full_config_plans_every_part_with_shared_teachers():
   assert parts == {"fig3", "weights", "alg1", "alg2"}
   by_id = {s.run_id: s for s in specs}
   teachers = [s for s in by_id.values() if s.stage == "teacher"
-              and "feature_mask" not in s.static_dict]
+              and s.static_dict["feature_mask"] == "none"]
   # One teacher per (preset, gamma, seed), whichever parts distil from it.
   assert len(teachers) == 2 * len(base.gaps) * base.num_seeds
   for spec in by_id.values():
-    assert spec.needs is None or spec.needs in by_id
+    assert all(run in by_id for run in spec.needs_dict.values())
 
 
 def test_quick_and_part_variants_select_parts():
@@ -61,8 +58,25 @@ def tiny_study(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("ntdh"))
   base, configs, fingerprint = _sweep(":quick", TINY)
   rows = experiments.run(configs, workdir, base=base, progress=False,
-                         fingerprint=fingerprint)
+                         fingerprint=fingerprint, vmap_size=golden.VMAP_SIZE)
   return workdir, rows
+
+
+def test_tiny_study_numbers_are_unchanged(tiny_study):
+  """The synthetic study gives the numbers recorded before the data and
+  model registries existed (``tests/record_synthetic_golden.py``, at a fixed
+  ``vmap_size``), bit for bit: the registries moved code, not arithmetic.
+  (The α/β students' loss was then called ``decoupled``; it is ``dkd``.)"""
+  with open(golden.GOLDEN) as f:
+    recorded = {golden.canonical_key(json.loads(key.replace(
+        '"distill": "decoupled"', '"distill": "dkd"'))): numbers
+                for key, numbers in json.load(f).items()}
+  _, rows = tiny_study
+  now = {golden.run_key(r): golden.numbers(r) for r in rows}
+  assert sorted(now) == sorted(recorded)
+  differing = [(key, name) for key in now for name in now[key]
+               if now[key][name] != recorded[key][name]]
+  assert not differing, differing[:5]
 
 
 def test_tiny_study_writes_the_documented_files(tiny_study):
@@ -118,7 +132,7 @@ def test_relaunch_skips_finished_runs(tiny_study):
   workdir, rows = tiny_study
   base, configs, fingerprint = _sweep(":quick", TINY)
   again = experiments.run(configs, workdir, base=base, progress=False,
-                          fingerprint=fingerprint)
+                          fingerprint=fingerprint, vmap_size=golden.VMAP_SIZE)
   assert again == rows
 
 

@@ -1,4 +1,4 @@
-"""Tests of ntdh_jax.train.programs: every stage compiles under jit, runs,
+"""Tests of ntdh_jax.train.stages: every stage compiles under jit, runs,
 and keeps the Program contract the sweep engine relies on."""
 
 import functools
@@ -11,9 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ntdh_jax import data as data_lib
 from ntdh_jax import divergences
 from ntdh_jax import masks
-from ntdh_jax.train import programs
+from ntdh_jax import models
+from ntdh_jax.train import stages
+from ntdh_jax.train.stages import common
 
 # The file compiles ~25 small programs whose run time is milliseconds:
 # XLA:CPU's legacy emitters and LLVM at -O0 cut their compile time about 3×.
@@ -23,10 +26,12 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0,
                 "xla_cpu_use_fusion_emitters": False}
 _jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 
-NTDH = {"data": {"name": "ntdh"}, "model": {"hidden": [8]}, "epochs": 4,
-        "eval_every": 2}
+NTDH = {"data": {"name": "ntdh"}, "model": {"name": "mlp", "hidden": [8]},
+        "epochs": 4, "eval_every": 2}
 MFH = {"data": {"name": "mfh", "n_train": 128, "n_test": 128},
-       "model": {"hidden": []}, "epochs": 2, "eval_every": 1}
+       "model": {"name": "mlp", "hidden": []}, "epochs": 2, "eval_every": 1}
+NTDH_DATA = data_lib.load_arrays(NTDH["data"])
+MFH_DATA = data_lib.load_arrays(MFH["data"])
 NTDH_HP = {"gamma": 0.5, "lr": 0.1, "momentum": 0.9}
 MFH_HP = {"overlap": 5.0, "lr": 0.1, "momentum": 0.9}
 KD_HP = {"temperature": 4.0, "alpha": 1.0, "beta": 8.0, "kd_weight": 1.0}
@@ -55,14 +60,18 @@ def _stack(hparams_list):
 
 @functools.lru_cache(maxsize=None)
 def _compiled(stage, static_json):
-  program = programs.build_program(stage, json.loads(static_json))
+  program = stages.build_program(stage, json.loads(static_json))
   return program, _jit(program.train)
 
 
 def _run(stage, static, hparams, key=KEY, inputs=None):
   """``jit(program.train)``, compiled once per (stage, static)."""
   program, train = _compiled(stage, json.dumps(static, sort_keys=True))
-  return program, jax.device_get(train(hparams, key, inputs))
+  return program, jax.device_get(train(hparams, key, program.load(), inputs))
+
+
+def _teacher_inputs(result):
+  return {"teacher": result[2]}
 
 
 def _assert_finite(tree):
@@ -104,9 +113,10 @@ def _differs(a, b):
 def teacher():
   """The plain ntdh teacher: program, its jitted train (retrace-guarded) and
   one result."""
-  program = programs.build_program("teacher", NTDH)
+  program = stages.build_program("teacher", NTDH)
   train = _jit(chex.assert_max_traces(program.train, n=1))
-  return program, train, jax.device_get(train(_hparams(NTDH_HP), KEY))
+  return program, train, jax.device_get(train(_hparams(NTDH_HP), KEY,
+                                              NTDH_DATA))
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +142,8 @@ def test_teacher_runs(teacher):
   np.testing.assert_array_equal(outputs["feature_mask"], np.ones(50))
   assert history["train_ce"][-1] < history["train_ce"][0]
   # The outputs are what a student stage expects of its teacher.
-  student = programs.build_program("student", _static(NTDH, distill="kl"))
-  assert _shapes(outputs) == _shapes(student.input_spec)
+  student = stages.build_program("student", _static(NTDH, distill="kl"))
+  assert _shapes({"teacher": outputs}) == _shapes(student.input_spec)
 
 
 def test_mfh_teacher_with_linear_model_runs(mfh_teacher):
@@ -141,7 +151,7 @@ def test_mfh_teacher_with_linear_model_runs(mfh_teacher):
   program, result = mfh_teacher
   _check_run(program, result, {"kept_features"}, {"train_ce", "test_acc"})
   assert result[0]["kept_features"] == 25
-  params = result[2]["params"]["params"]
+  params = result[2]["variables"]["params"]
   assert set(params) == {"head"} and params["head"]["kernel"].shape == (25, 2)
 
 
@@ -160,10 +170,10 @@ def test_minibatch_teacher_runs_and_differs_from_full_batch(teacher):
 
 
 @pytest.mark.parametrize("distill",
-                         ("none", "kl", "decoupled", "dkd", "fitnet"))
+                         ("none", "kl", "dkd", "fitnet"))
 def test_student_runs_on_ntdh(distill, teacher):
   """Each per-example distillation trains with finite documented metrics."""
-  inputs = None if distill == "none" else teacher[2][2]
+  inputs = None if distill == "none" else _teacher_inputs(teacher[2])
   program, result = _run("student", _static(NTDH, distill=distill),
                          _hparams(NTDH_HP, KD_HP), inputs=inputs)
   keys = {"train_ce", "test_acc"}
@@ -171,7 +181,7 @@ def test_student_runs_on_ntdh(distill, teacher):
     keys |= {"train_kd"} | ALL_DIVERGENCES
   _check_run(program, result, set(), keys)
   _, history, outputs = result
-  assert set(outputs) == {"params"}
+  assert set(outputs) == {"variables"}
   if distill != "none":
     assert np.all(history["train_kd"] >= 0)
     _, plain = _run("student", NTDH, _hparams(NTDH_HP, KD_HP))
@@ -185,7 +195,7 @@ def test_student_runs_on_mfh(distill, batch_size, mfh_teacher):
   RKD/CRD on 64-sample mini-batches."""
   program, result = _run(
       "student", _static(MFH, distill=distill, batch_size=batch_size),
-      _hparams(MFH_HP, KD_HP), inputs=mfh_teacher[1][2])
+      _hparams(MFH_HP, KD_HP), inputs=_teacher_inputs(mfh_teacher[1]))
   _check_run(program, result, set(),
              {"train_ce", "test_acc", "train_kd"} | BINARY_DIVERGENCES)
 
@@ -202,7 +212,7 @@ def sample_mask_runs(teacher):
   return {
       kind: {name: _run("student", SAMPLE_MASKED,
                         _hparams(NTDH_HP, KD_HP, mask_kind=code, **hp),
-                        inputs=teacher[2][2])
+                        inputs=_teacher_inputs(teacher[2]))
              for name, hp in (("zero", {"mask_ratio": 0.0}),
                               ("half", {"mask_ratio": 0.5}),
                               ("frozen", {"mask_ratio": 0.5, "lr": 0.0}))}
@@ -217,7 +227,8 @@ def test_student_with_sample_mask(kind, sample_mask_runs, teacher):
   _check_run(program, half, set(),
              {"train_ce", "test_acc", "train_kd"} | ALL_DIVERGENCES)
   _, unmasked = _run("student", _static(NTDH, distill="kl"),
-                     _hparams(NTDH_HP, KD_HP), inputs=teacher[2][2])
+                     _hparams(NTDH_HP, KD_HP),
+                     inputs=_teacher_inputs(teacher[2]))
   chex.assert_trees_all_close(runs["zero"][1][1:], unmasked[1:], rtol=1e-6,
                               atol=1e-7)
   assert _differs(half[2], unmasked[2])
@@ -253,16 +264,16 @@ def test_masked_teacher_keeps_d_minus_floor_rd_features(joint, teacher):
   D − floor(r·D) inputs: "true" the most important, "false" the least;
   ratio 0 is the plain teacher."""
   importance = joint[1][2]["importance"]
-  program = programs.build_program("teacher",
-                                   _static(NTDH, feature_mask="importance"))
-  assert _shapes(program.input_spec) == _shapes(joint[1][2])
+  program = stages.build_program("teacher",
+                                 _static(NTDH, feature_mask="importance"))
+  assert _shapes(program.input_spec) == _shapes({"joint": joint[1][2]})
   runs = (("true", 0.0), ("true", 0.1), ("true", 0.5), ("true", 0.9),
           ("false", 0.5), ("random", 0.5))
   hp = _stack([_hparams(NTDH_HP, mask_kind=KINDS[k], mask_ratio=r)
                for k, r in runs])
   final, history, outputs = jax.device_get(
-      _jit(jax.vmap(program.train, in_axes=(0, None, None)))(
-          hp, KEY, {"importance": importance}))
+      _jit(jax.vmap(program.train, in_axes=(0, None, None, None)))(
+          hp, KEY, NTDH_DATA, {"joint": {"importance": importance}}))
   _assert_finite((final, history, outputs))
   np.testing.assert_array_equal(final["kept_features"],
                                 [50, 45, 25, 5, 25, 25])
@@ -293,13 +304,13 @@ def test_train_equals_engine_path():
   static = _static(NTDH, batch_size=500)
   program, result = _run("teacher", static, _hparams(NTDH_HP))
   hp = _hparams(NTDH_HP)
-  carry = _jit(program.init)(hp, KEY, None)
+  carry = _jit(program.init)(hp, KEY, NTDH_DATA, None)
   segment = _jit(program.segment)
   history = []
   for _ in range(program.num_segments):
-    carry, metrics = segment(carry, hp)
+    carry, metrics = segment(carry, hp, NTDH_DATA)
     history.append(metrics)
-  final, outputs = _jit(program.finish)(carry, hp)
+  final, outputs = _jit(program.finish)(carry, hp, NTDH_DATA)
   by_hand = (final, _stack(history), outputs)
   _assert_trees_equal(jax.device_get(by_hand), result)
 
@@ -310,8 +321,9 @@ def test_vmapped_teacher_equals_loop(teacher):
   keys = jax.random.split(jax.random.PRNGKey(7), 3)
   runs = [_hparams(NTDH_HP, lr=lr) for lr in (0.05, 0.1, 0.3)]
   stacked = jax.device_get(
-      _jit(jax.vmap(program.train))(_stack(runs), keys))
-  looped = _stack([train(hp, k) for hp, k in zip(runs, keys)])
+      _jit(jax.vmap(program.train, in_axes=(0, 0, None)))(
+          _stack(runs), keys, NTDH_DATA))
+  looped = _stack([train(hp, k, NTDH_DATA) for hp, k in zip(runs, keys)])
   chex.assert_trees_all_close(stacked, jax.device_get(looped), rtol=1e-6,
                               atol=1e-6)
   assert _differs(jax.tree.map(lambda x: x[0], stacked[2]),
@@ -322,11 +334,12 @@ def test_vmapped_student_equals_loop(teacher):
   """vmap over 3 temperatures and 3 keys (one frozen teacher) == 3 runs."""
   program, _ = _compiled("student",
                          json.dumps(_static(NTDH, distill="kl"), sort_keys=True))
-  inputs = teacher[2][2]
+  inputs = _teacher_inputs(teacher[2])
   keys = jax.random.split(jax.random.PRNGKey(8), 3)
   runs = [_hparams(NTDH_HP, KD_HP, temperature=t) for t in (1.0, 2.0, 4.0)]
-  stacked = jax.device_get(_jit(jax.vmap(program.train, in_axes=(0, 0, None)))(
-      _stack(runs), keys, inputs))
+  stacked = jax.device_get(
+      _jit(jax.vmap(program.train, in_axes=(0, 0, None, None)))(
+          _stack(runs), keys, NTDH_DATA, inputs))
   looped = _stack([
       _run("student", _static(NTDH, distill="kl"), hp, k, inputs)[1]
       for hp, k in zip(runs, keys)])
@@ -339,27 +352,29 @@ def test_new_hparams_do_not_retrace(teacher):
   (the fixture's train is wrapped in chex.assert_max_traces(n=1))."""
   _, train, first = teacher
   again = jax.device_get(train(_hparams(NTDH_HP, lr=0.02, gamma=0.0),
-                               jax.random.PRNGKey(3)))
+                               jax.random.PRNGKey(3), NTDH_DATA))
   assert _differs(again[1], first[1])  # the new values were used
   assert train._cache_size() == 1
 
 
 def test_teacher_and_student_see_the_same_data(teacher):
   """Both stages build their views from the run key's data fold: their
-  reported test metrics are reproduced from ``make_views`` at that key, and
-  not at another key."""
-  views_fn = programs.make_views(NTDH["data"])[0]
-  model = programs.make_model(NTDH["model"], 4)
+  reported test metrics are reproduced from the source's ``views`` at that
+  key, and not at another key."""
+  source, config = data_lib.parse(NTDH["data"])
+  net = models.build(NTDH["model"], 4)
   hp = _hparams(NTDH_HP, KD_HP)
   _, _, (_, t_history, t_out) = teacher
   _, (_, s_history, s_out) = _run("student", _static(NTDH, distill="kl"), hp,
-                                  inputs=t_out)
+                                  inputs={"teacher": t_out})
 
   @_jit
   def reproduce(data_key):
-    views = views_fn(hp, data_key)
-    t_logits = model.apply(t_out["params"], views.teacher_test)
-    s_logits = model.apply(s_out["params"], views.student_test)
+    views = source.views(config, NTDH_DATA, hp, data_key)
+    t_logits = net.apply(t_out["variables"], views.teacher_test,
+                         train=False)[0]
+    s_logits = net.apply(s_out["variables"], views.student_test,
+                         train=False)[0]
     accuracy = lambda z: jnp.mean(jnp.argmax(z, -1) == views.y_test)
     kl = divergences.kl(teacher_logits=t_logits, student_logits=s_logits,
                         labels=views.y_test)
@@ -367,8 +382,8 @@ def test_teacher_and_student_see_the_same_data(teacher):
 
   reported = (t_history["test_acc"][-1], s_history["test_acc"][-1],
               s_history["kl"][-1])
-  same = reproduce(jax.random.fold_in(KEY, programs._DATA_KEY))
-  other = reproduce(jax.random.fold_in(KEY, programs._DATA_KEY + 1))
+  same = reproduce(jax.random.fold_in(KEY, common.DATA_KEY))
+  other = reproduce(jax.random.fold_in(KEY, common.DATA_KEY + 1))
   np.testing.assert_allclose(same, reported, rtol=1e-5)
   assert not np.allclose(other[1:], reported[1:], rtol=1e-5)
 
@@ -376,8 +391,8 @@ def test_teacher_and_student_see_the_same_data(teacher):
 def test_teacher_and_student_start_from_the_same_weights():
   """Same seed, same architecture and width: identical initial parameters."""
   hp = _hparams(NTDH_HP)
-  init = lambda stage: _jit(programs.build_program(stage, NTDH).init)(
-      hp, KEY, None)["params"]
+  init = lambda stage: _jit(stages.build_program(stage, NTDH).init)(
+      hp, KEY, NTDH_DATA, None)["params"]
   _assert_trees_equal(init("teacher"), init("student")["model"])
 
 
@@ -389,6 +404,10 @@ def test_teacher_and_student_start_from_the_same_weights():
     ("teacher", {"eval_every": 0}, "eval_every"),
     ("teacher", {"optimizer": "rmsprop"}, "optimizer"),
     ("teacher", {"data": {"name": "cifar"}}, "data.name"),
+    ("teacher", {"data": {"name": "ntdh", "seed": 1}}, "seed"),
+    ("teacher", {"model": {"name": "mlp", "width": 3}}, "width"),
+    ("teacher", {"model": {"name": "resnet"}}, "resnet"),
+    ("student", {"distill": "decoupled"}, "distill"),
     ("student", {"distill": "kd"}, "distill"),
     ("student", {"distill": "pkt", "sample_mask": "ncjsd"}, "sample_mask"),
     ("student", {"distill": "kl", "sample_mask": "true"}, "sample_mask"),
@@ -402,29 +421,52 @@ def test_teacher_and_student_start_from_the_same_weights():
 def test_bad_static_config_raises(stage, changes, match):
   """A bad static value is a ValueError naming its key, at build time."""
   with pytest.raises(ValueError, match=match):
-    programs.build_program(stage, _static(NTDH, **changes))
+    stages.build_program(stage, _static(NTDH, **changes))
 
 
 def test_unknown_stage_and_two_class_sample_mask_raise():
   """Unknown stages, and NCJSD sample masks on 2-class data, are rejected."""
   with pytest.raises(ValueError, match="stage"):
-    programs.build_program("distill", NTDH)
+    stages.build_program("distill", NTDH)
   with pytest.raises(ValueError, match="sample_mask"):
-    programs.build_program("student",
-                           _static(MFH, distill="kl", sample_mask="ncjsd"))
+    stages.build_program("student",
+                         _static(MFH, distill="kl", sample_mask="ncjsd"))
 
 
-def test_unknown_static_key_raises():
-  """A misspelt static key is a ValueError naming it, not a silent default."""
+def test_unknown_or_missing_static_key_raises():
+  """A misspelt static key is a ValueError naming it, not a silent default;
+  so is a missing required one."""
   with pytest.raises(ValueError, match="distil"):
-    programs.build_program("student", _static(NTDH, distil="kl"))
+    stages.build_program("student", _static(NTDH, distil="kl"))
+  with pytest.raises(ValueError, match="missing.*epochs"):
+    stages.build_program("teacher", {k: v for k, v in NTDH.items()
+                                     if k != "epochs"})
+
+
+def test_static_configs_are_normalised_before_hashing():
+  """Defaults spelt out or left out: one program, one run id."""
+  spelt = _static(NTDH, batch_size=0, optimizer="sgd",
+                  data={"name": "ntdh", "random_state": 42},
+                  model=models.normalise(NTDH["model"]))
+  assert stages.normalise("teacher", spelt) == stages.normalise("teacher",
+                                                                NTDH)
+  full = stages.normalise("teacher", NTDH)
+  assert stages.normalise("teacher", full) == full  # idempotent
+  specs = [stages.run_spec("teacher", s, NTDH_HP, 0) for s in (NTDH, spelt)]
+  assert specs[0].run_id == specs[1].run_id
+  assert specs[0].signature == specs[1].signature
+  other = stages.run_spec("teacher", _static(NTDH, batch_size=500), NTDH_HP, 0)
+  assert other.signature != specs[0].signature
+  # A student's teacher_model defaults to its own model.
+  student = stages.normalise("student", _static(NTDH, distill="kl"))
+  assert student["teacher_model"] == student["model"]
 
 
 def test_minibatch_larger_than_data_raises():
   """batch_size above the 6000 training rows is a ValueError naming it."""
-  program = programs.build_program("teacher", _static(NTDH, batch_size=7000))
+  program = stages.build_program("teacher", _static(NTDH, batch_size=7000))
   with pytest.raises(ValueError, match="batch_size"):
-    jax.eval_shape(program.train, _hparams(NTDH_HP), KEY)
+    jax.eval_shape(program.train, _hparams(NTDH_HP), KEY, NTDH_DATA)
 
 
 @pytest.mark.parametrize("stage, changes, missing", (
@@ -437,10 +479,11 @@ def test_minibatch_larger_than_data_raises():
 ))
 def test_missing_hparam_raises_key_error(stage, changes, missing, teacher):
   """A missing numeric hyperparameter is a KeyError naming it."""
-  program = programs.build_program(stage, _static(NTDH, **changes))
+  program = stages.build_program(stage, _static(NTDH, **changes))
   hp = _hparams(NTDH_HP, KD_HP, mask_ratio=0.5, mask_kind=0)
   del hp[missing]
-  inputs = ({"importance": jnp.linspace(0, 1, 50)} if "feature_mask" in changes
-            else teacher[2][2] if stage == "student" else None)
+  inputs = ({"joint": {"importance": jnp.linspace(0, 1, 50)}}
+            if "feature_mask" in changes
+            else _teacher_inputs(teacher[2]) if stage == "student" else None)
   with pytest.raises(KeyError, match=missing):
-    jax.eval_shape(program.train, hp, KEY, inputs)
+    jax.eval_shape(program.train, hp, KEY, NTDH_DATA, inputs)

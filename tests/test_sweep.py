@@ -32,7 +32,8 @@ from tests import toy_programs as tp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A CLI sweep over the toy experiment: 3 teachers, 12 students.
+# A CLI sweep over the toy experiment: 3 teachers, 12 students, 3 ensemble
+# students (each distilled from two teachers).
 SWEEP_CONFIG = '''
 from tests import toy_programs
 
@@ -77,13 +78,13 @@ def _cli(workdir, config_path, *, devices=1, cache=None):
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   if cache:  # relaunches reuse the executables (the same bits) of the first
-    env.update(JAX_COMPILATION_CACHE_DIR=str(cache),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   with open(f"{workdir}.log", "ab") as log:
     return subprocess.Popen(
         [sys.executable, "-m", "ntdh_jax.cli", "--config", config_path,
-         "--workdir", str(workdir), *CLI_FLAGS],
+         "--workdir", str(workdir), *CLI_FLAGS,
+         "--compilation_cache", str(cache) if cache else "none"],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -120,7 +121,7 @@ def reference(tmp_path_factory, sweep_config):
 
 
 def test_vmapped_sweep_matches_a_loop_of_train(reference):
-  assert len(reference.specs) == 24 and len(reference.rows) == 15
+  assert len(reference.specs) == 36 and len(reference.rows) == 18
   trains, outputs = {}, {}
   for spec in reference.specs:  # teachers come before their students
     row = reference.rows[spec.run_id]
@@ -128,8 +129,10 @@ def test_vmapped_sweep_matches_a_loop_of_train(reference):
       trains[spec.signature] = jax.jit(
           tp.build_program(spec.stage, spec.static_dict).train)
     hparams = {k: np.float32(v) for k, v in spec.hparams}
+    inputs = ({role: outputs[run] for role, run in spec.needs}
+              if spec.needs else None)
     final, history, outputs[spec.run_id] = trains[spec.signature](
-        hparams, jax.random.key(spec.seed), outputs.get(spec.needs))
+        hparams, jax.random.key(spec.seed), tp.DATA, inputs)
     # vmapping changes the last bit of some float32 losses (XLA batches the
     # dots differently), hence a tolerance of a few ulps.
     for name, value in final.items():
@@ -137,7 +140,7 @@ def test_vmapped_sweep_matches_a_loop_of_train(reference):
     for name, value in history.items():
       np.testing.assert_allclose(row[f"history.{name}"], value, rtol=1e-6)
     assert (row["stage"], row["seed"], row["needs"], row["tag.role"]) == (
-        spec.stage, spec.seed, spec.needs, spec.stage)
+        spec.stage, spec.seed, spec.needs_dict, spec.tags_dict["role"])
     assert row["static.segments"] == 6
     assert {k: row[f"hp.{k}"] for k in spec.hparams_dict} == spec.hparams_dict
   teachers = [r for r in reference.rows.values() if r["stage"] == "teacher"]
@@ -146,15 +149,16 @@ def test_vmapped_sweep_matches_a_loop_of_train(reference):
 
 def test_no_retrace_across_chunks(reference):
   chunks = {r["outputs.path"] for r in reference.rows.values()}
-  assert len(chunks) == 2 + 6  # teachers 2 + 1 (padded), students 6 x 2
+  # teachers 2 + 1 (padded), students 6 x 2, ensembles 2 + 1 (padded)
+  assert len(chunks) == 2 + 6 + 2
   # One trace for eval_shape and one for jit, however many chunks.
   assert reference.traces == {(stage, piece): 2 if piece != "finish" else 1
-                              for stage in ("teacher", "student")
+                              for stage in ("teacher", "student", "ensemble")
                               for piece in ("init", "segment", "finish")}
 
 
 def test_padding_never_reaches_the_results(reference):
-  assert len(_lines(reference.workdir)) == 15
+  assert len(_lines(reference.workdir)) == 18
   teachers = [r for r in reference.rows.values() if r["stage"] == "teacher"]
   assert sorted(r["outputs.index"] for r in teachers) == [0, 0, 1]
 
@@ -168,7 +172,7 @@ def test_relaunch_skips_finished_runs(reference, tmp_path):
   rows = sweep.run_sweep(specs, str(workdir), build_program=fail,
                          progress=False)
   assert {r["run_id"]: r for r in rows} == reference.rows
-  assert len(_lines(workdir)) == 15
+  assert len(_lines(workdir)) == 18
 
 
 class _Killed(Exception):
@@ -206,9 +210,10 @@ def test_upstream_mismatch_names_run_and_leaf(reference, tmp_path):
   student = RunSpec.make("student", {"segments": 6, "steps": 3, "features": 2,
                                      "teacher_features": 5},
                          {"lr": 0.3, "alpha": 0.5, "temperature": 2.0}, 0,
-                         needs=teacher.run_id)
+                         needs={"teacher": teacher.run_id})
   with pytest.raises(ValueError, match=(
-      rf"Outputs of run {teacher.run_id} .* do not fit the input_spec of run "
+      rf"Outputs of run {teacher.run_id} .* do not fit the "
+      rf"input_spec\['teacher'\] of run "
       rf"{student.run_id} \(stage 'student'\): leaf 'w': checkpoint has "
       r"float32\[2, 6, 3\], expected float32\[2, 5, 3\]")):
     _sweep(workdir, [student])
@@ -216,9 +221,53 @@ def test_upstream_mismatch_names_run_and_leaf(reference, tmp_path):
 
 def test_missing_upstream_is_named(tmp_path):
   student = next(s for s in tp.specs(seeds=(0,)) if s.stage == "student")
-  with pytest.raises(ValueError, match=rf"needs run {student.needs}, which is "
-                     "neither in this sweep nor finished"):
+  with pytest.raises(ValueError, match=(
+      rf"needs run {student.needs_dict['teacher']} as 'teacher', which is "
+      "neither in this sweep nor finished")):
     _sweep(tmp_path, [student])
+
+
+def test_ensemble_students_restore_both_upstream_roles(reference):
+  """A run with two upstream runs gets each one's outputs under its role:
+  swapping the roles' runs changes nothing (the mean is symmetric), and the
+  ensemble differs from a student of either teacher alone."""
+  ensembles = [s for s in reference.specs if s.stage == "ensemble"]
+  assert len({s.run_id for s in ensembles}) == 3
+  for spec in ensembles:
+    row = reference.rows[spec.run_id]
+    assert set(row["needs"]) == {"teacher", "peer"}
+    assert row["needs"]["teacher"] != row["needs"]["peer"]
+  program = tp.build_program("ensemble", ensembles[0].static_dict)
+  teachers = {s.run_id: s for s in reference.specs if s.stage == "teacher"}
+  outputs = {}
+  for run_id, spec in teachers.items():
+    outputs[run_id] = jax.jit(tp.build_program("teacher",
+                                               spec.static_dict).train)(
+        {k: np.float32(v) for k, v in spec.hparams}, jax.random.key(spec.seed),
+        tp.DATA)[2]
+  spec = ensembles[0]
+  hp = {k: np.float32(v) for k, v in spec.hparams}
+  run = jax.jit(program.train)
+  both = {r: outputs[i] for r, i in spec.needs}
+  swapped = {"teacher": both["peer"], "peer": both["teacher"]}
+  final = run(hp, jax.random.key(spec.seed), tp.DATA, both)[0]
+  np.testing.assert_allclose(reference.rows[spec.run_id]["final.loss"],
+                             final["loss"], rtol=1e-6)
+  np.testing.assert_allclose(
+      run(hp, jax.random.key(spec.seed), tp.DATA, swapped)[0]["loss"],
+      final["loss"], rtol=1e-6)
+  alone = {"teacher": both["teacher"], "peer": both["teacher"]}
+  assert run(hp, jax.random.key(spec.seed), tp.DATA, alone)[0]["loss"] != (
+      final["loss"])
+
+
+def test_workdir_of_the_old_format_is_refused(tmp_path):
+  """Rows whose ``needs`` is one run id (the format before roles) are not
+  reused: run ids and outputs changed meaning."""
+  store = ResultsStore(str(tmp_path))
+  store.append([{"run_id": "a", "needs": "b0c1"}])
+  with pytest.raises(ValueError, match="older ntdh_jax.*new --workdir"):
+    _sweep(tmp_path, tp.specs(seeds=(0,)))
 
 
 def test_results_store_is_append_only_and_deduplicated(tmp_path):
@@ -290,7 +339,7 @@ def test_killed_cli_sweep_resumes_to_identical_rows(tmp_path, sweep_config,
                           max(6, first + 1))
   proc = _cli(workdir, sweep_config, cache=cache)
   assert proc.wait() == 0, _log(workdir)
-  assert first < second < 15
+  assert first < second < 18
   assert _rows_by_id(workdir) == reference.rows  # asserts no duplicates
   assert os.path.exists(workdir / "toy_report.csv")
   assert not os.path.exists(workdir / "chunks")

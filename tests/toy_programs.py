@@ -36,66 +36,68 @@ def _data():
   centres = rng.normal(size=(NUM_CLASSES, TEACHER_FEATURES)) * 1.5
   labels = rng.randint(0, NUM_CLASSES, size=96)
   x = centres[labels] + rng.normal(size=(96, TEACHER_FEATURES))
-  return jnp.asarray(x, jnp.float32), jnp.asarray(labels, jnp.int32)
+  return {"x": x.astype(np.float32), "y": labels.astype(np.int32)}
 
 
-X, Y = _data()
+DATA = _data()  # the programs' ``load()``: one object, placed once per device
 
 
 def _logits(params, x):
   return x @ params["w"] + params["b"]
 
 
-def _metrics(params, x):
+def _metrics(params, x, y):
   logits = _logits(params, x)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
-  accuracy = (logits.argmax(-1) == Y).mean()
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  accuracy = (logits.argmax(-1) == y).mean()
   return {"loss": ce, "accuracy": accuracy}
 
 
 def _sgd_program(stage: str, features: int, segments: int, steps: int,
                  loss_fn, extra_init, input_spec) -> Program:
-  """Full-batch SGD for ``steps`` steps per segment on ``X[:, :features]``."""
-  x = X[:, :features]
+  """Full-batch SGD for ``steps`` steps per segment on ``x[:, :features]``."""
 
-  def init(hp, key, inputs):
+  def init(hp, key, data, inputs):
     TRACES[stage, "init"] += 1
     params = {"w": 0.01 * jax.random.normal(key, (features, NUM_CLASSES)),
               "b": jnp.zeros(NUM_CLASSES)}
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=hp["lr"])
     return {"params": params, "opt": tx.init(params),
-            "extra": extra_init(inputs)}
+            "extra": extra_init(inputs, data)}
 
-  def segment(carry, hp):
+  def segment(carry, hp, data):
     TRACES[stage, "segment"] += 1
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=hp["lr"])
+    x, y = data["x"][:, :features], data["y"]
 
     def step(c, _):
-      grads = jax.grad(loss_fn)(c["params"], x, c["extra"], hp)
+      grads = jax.grad(loss_fn)(c["params"], x, y, c["extra"], hp)
       updates, opt = tx.update(grads, c["opt"], c["params"])
       return dict(c, params=optax.apply_updates(c["params"], updates),
                   opt=opt), None
     carry, _ = jax.lax.scan(step, carry, None, length=steps)
-    return carry, _metrics(carry["params"], x)
+    return carry, _metrics(carry["params"], x, y)
 
-  def finish(carry, hp):
+  def finish(carry, hp, data):
     TRACES[stage, "finish"] += 1
-    return _metrics(carry["params"], x), carry["params"]
+    return (_metrics(carry["params"], data["x"][:, :features], data["y"]),
+            carry["params"])
 
   return Program(init=init, segment=segment, finish=finish,
-                 num_segments=segments, input_spec=input_spec)
+                 num_segments=segments, input_spec=input_spec,
+                 load=lambda: DATA)
 
 
-def _ce(params, x, extra, hp):
+def _ce(params, x, y, extra, hp):
   del extra, hp
   return optax.softmax_cross_entropy_with_integer_labels(
-      _logits(params, x), Y).mean()
+      _logits(params, x), y).mean()
 
 
-def _kd(params, x, teacher_logits, hp):
+def _kd(params, x, y, teacher_logits, hp):
   t = hp["temperature"]
   student = _logits(params, x)
-  ce = optax.softmax_cross_entropy_with_integer_labels(student, Y).mean()
+  ce = optax.softmax_cross_entropy_with_integer_labels(student, y).mean()
   kl = optax.kl_divergence(jax.nn.log_softmax(student / t),
                            jax.nn.softmax(teacher_logits / t)).mean()
   return (1 - hp["alpha"]) * ce + hp["alpha"] * t ** 2 * kl
@@ -109,34 +111,55 @@ def teacher_spec(teacher_features: int = TEACHER_FEATURES):
 
 def build_program(stage: str, static: dict) -> Program:
   """``teacher``: static ``{segments, steps}``; ``student``: also
-  ``features`` (and ``teacher_features``, to provoke a mismatch)."""
+  ``features`` (and ``teacher_features``, to provoke a mismatch);
+  ``ensemble``: a student of two upstream runs (roles ``teacher`` and
+  ``peer``), distilled from their mean logits."""
   if stage == "teacher":
     return _sgd_program(stage, TEACHER_FEATURES, static["segments"],
-                        static["steps"], _ce, lambda inputs: (), None)
+                        static["steps"], _ce, lambda inputs, data: (), None)
+  if stage == "ensemble":
+    return _sgd_program(
+        stage, static["features"], static["segments"], static["steps"], _kd,
+        lambda inputs, data: 0.5 * (_logits(inputs["teacher"], data["x"])
+                                    + _logits(inputs["peer"], data["x"])),
+        {"teacher": teacher_spec(), "peer": teacher_spec()})
   teacher_features = static.get("teacher_features", TEACHER_FEATURES)
   return _sgd_program(
       stage, static["features"], static["segments"], static["steps"], _kd,
-      lambda teacher: _logits(teacher, X[:, :teacher_features]),
-      teacher_spec(teacher_features))
+      lambda inputs, data: _logits(inputs["teacher"],
+                                   data["x"][:, :teacher_features]),
+      {"teacher": teacher_spec(teacher_features)})
 
 
 def specs(teacher_lrs=(0.5, 1.0), student_lrs=(0.3,), alphas=(0.0, 0.5),
           seeds=(0, 1), segments=4, steps=3, features=2):
-  """Teachers for each (lr, seed) and a student per (teacher, lr, alpha)."""
+  """Teachers for each (lr, seed), a student per (teacher, lr, alpha), and
+  per seed an ensemble student of that seed's first teacher and the next
+  seed's (two upstream runs, two roles)."""
   teacher_static = {"segments": segments, "steps": steps}
   student_static = dict(teacher_static, features=features)
-  out = []
+  out, first = [], []
   for seed in seeds:
     for teacher_lr in teacher_lrs:
       teacher = RunSpec.make("teacher", teacher_static, {"lr": teacher_lr},
                              seed, tags={"role": "teacher"})
+      if teacher_lr == teacher_lrs[0]:
+        first.append(teacher)
       out.append(teacher)
       for lr in student_lrs:
         for alpha in alphas:
           out.append(RunSpec.make(
               "student", student_static,
               {"lr": lr, "alpha": alpha, "temperature": 2.0}, seed,
-              needs=teacher.run_id, tags={"role": "student"}))
+              needs={"teacher": teacher.run_id}, tags={"role": "student"}))
+  if len(first) > 1:
+    for i, teacher in enumerate(first):
+      peer = first[(i + 1) % len(first)]
+      out.append(RunSpec.make(
+          "ensemble", student_static,
+          {"lr": 0.3, "alpha": 0.5, "temperature": 2.0}, teacher.seed,
+          needs={"teacher": teacher.run_id, "peer": peer.run_id},
+          tags={"role": "ensemble"}))
   return out
 
 

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 
 from ntdh_jax.train.program import Program, RunSpec
-from ntdh_jax.train.sweep import run_sweep
+from ntdh_jax.train.sweep import DEFAULT_VMAP_SIZE, run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +63,7 @@ def get(name: str) -> ExperimentDef:
 def run(configs: Sequence[ml_collections.ConfigDict], workdir: str, *,
         base: ml_collections.ConfigDict | None = None,
         chunk_size: int = 256, segments_per_call: int = 1,
-        vmap_size: int | None = None, progress: bool = True,
+        vmap_size: int | None = DEFAULT_VMAP_SIZE, progress: bool = True,
         fingerprint: Mapping | None = None) -> list[dict]:
   """Plans, sweeps and reports the experiment named by ``config.experiment``.
 

@@ -31,7 +31,7 @@ import ml_collections
 
 from ntdh_jax import experiments
 from ntdh_jax import masks
-from ntdh_jax.train import programs
+from ntdh_jax.train import stages
 from ntdh_jax.train.program import RunSpec
 
 PARTS = ("fig3", "weights", "alg1", "alg2")
@@ -60,8 +60,8 @@ class _Planner:
     self.specs: list[RunSpec] = []
 
   def add(self, stage, static, hparams, needs=None, **tags) -> RunSpec:
-    spec = RunSpec.make(stage, static, hparams, self.seed, needs=needs,
-                        tags={**self.tags, **tags})
+    spec = stages.run_spec(stage, static, hparams, self.seed, needs=needs,
+                           tags={**self.tags, **tags})
     self.specs.append(spec)
     return spec
 
@@ -79,7 +79,8 @@ class _Planner:
       hparams.update(self.kd)
     hparams.update(extra_hparams or {})
     return self.add("student", static, hparams,
-                    needs=None if teacher is None else teacher.run_id,
+                    needs=None if teacher is None else {
+                        "teacher": teacher.run_id},
                     part=part, gap=gap, **tags)
 
   def fig3(self):
@@ -97,7 +98,7 @@ class _Planner:
       teacher = self.teacher(gap)
       for alpha, beta in grid:
         self.student(gap, "weights", teacher, role="kd",
-                     extra_static={"distill": "decoupled"},
+                     extra_static={"distill": "dkd"},
                      extra_hparams={"alpha": alpha, "beta": beta})
 
   def alg1(self):
@@ -114,7 +115,8 @@ class _Planner:
               "teacher", {**self.static, "feature_mask": "importance"},
               {**_data_hparams(self.c, gap), **self.optim,
                "mask_ratio": ratio, "mask_kind": masks.kind_code(kind)},
-              needs=joint.run_id, role="masked_teacher", part="alg1",
+              needs={"joint": joint.run_id}, role="masked_teacher",
+              part="alg1",
               gap=gap, kind=kind, ratio=ratio)
           self.student(gap, "alg1", teacher, role="kd",
                        extra_static={"distill": "kl"}, kind=kind,
@@ -157,4 +159,4 @@ def _report(rows, config, workdir):
 
 
 experiments.register("ntdh_synthetic", experiments.ExperimentDef(
-    plan=plan, build_program=programs.build_program, report=_report))
+    plan=plan, build_program=stages.build_program, report=_report))

@@ -14,54 +14,17 @@ from __future__ import annotations
 import csv
 import os
 from collections import defaultdict
-from typing import Callable, Iterable
 
 import numpy as np
 
 from ntdh_jax import plots
+from ntdh_jax.experiments import tables
 
 _DIVERGENCES = ("tcjsd", "ncjsd", "tckl", "nckl")
 
 
-def _last(row, metric):
-  values = row.get(f"history.{metric}")
-  return None if values is None else values[-1]
-
-
 def _gap(row):
   return row.get("hp.gamma", row.get("hp.overlap"))
-
-
-def _select(rows, stage=None, **tags) -> list[dict]:
-  return [r for r in rows if (stage is None or r["stage"] == stage)
-          and all(r.get(f"tag.{k}") == v for k, v in tags.items())]
-
-
-def _stats(rows, metric, scale=1.0):
-  values = [_last(r, metric) for r in rows]
-  values = np.array([v for v in values if v is not None], float) * scale
-  if values.size == 0:
-    return float("nan"), float("nan"), 0
-  return float(values.mean()), float(values.std()), int(values.size)
-
-
-def _by(rows, key: Callable) -> dict:
-  groups = defaultdict(list)
-  for r in rows:
-    groups[key(r)].append(r)
-  return dict(sorted(groups.items()))
-
-
-def _fmt(mean, std, n=None, digits=2):
-  return "–" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _table(header: Iterable[str], lines: Iterable[Iterable]) -> str:
-  header = list(header)
-  out = ["| " + " | ".join(header) + " |",
-         "|" + "---|" * len(header)]
-  out += ["| " + " | ".join(str(x) for x in line) + " |" for line in lines]
-  return "\n".join(out)
 
 
 def _verdict(ok: bool, what: str) -> str:
@@ -83,35 +46,35 @@ def _fig3(rows, preset, workdir, out, gap_axis):
   """``gap_axis``: (label, sign); sign −1 when the x value (MFH's overlap o)
   shrinks the domain gap, so trends are taken against the gap itself."""
   label, sign = gap_axis
-  teachers = _by(_select(rows, "teacher", role="teacher", preset=preset), _gap)
-  no_kd = _by(_select(rows, "student", part="fig3", role="no_kd",
+  teachers = tables.group_by(tables.select(rows, "teacher", role="teacher", preset=preset), _gap)
+  no_kd = tables.group_by(tables.select(rows, "student", part="fig3", role="no_kd",
                       preset=preset), _gap)
-  kd = _by(_select(rows, "student", part="fig3", role="kd", preset=preset),
+  kd = tables.group_by(tables.select(rows, "student", part="fig3", role="kd", preset=preset),
            _gap)
   gaps = sorted(kd)
   if not gaps:
     return {}
   lines, acc, div, delta = [], defaultdict(list), defaultdict(list), []
   for g in gaps:
-    t, s0, s1 = (_stats(teachers.get(g, []), "test_acc", 100),
-                 _stats(no_kd.get(g, []), "test_acc", 100),
-                 _stats(kd[g], "test_acc", 100))
-    gains = [100 * (_last(a, "test_acc") - _last(b, "test_acc"))
+    t, s0, s1 = (tables.stats(teachers.get(g, []), "test_acc", 100),
+                 tables.stats(no_kd.get(g, []), "test_acc", 100),
+                 tables.stats(kd[g], "test_acc", 100))
+    gains = [100 * (tables.last(a, "test_acc") - tables.last(b, "test_acc"))
              for a, b in zip(sorted(kd[g], key=lambda r: r["seed"]),
                              sorted(no_kd.get(g, []), key=lambda r: r["seed"]))]
     d = (float(np.mean(gains)), float(np.std(gains))) if gains else (
         float("nan"),) * 2
     delta.append(d[0])
-    divs = {m: _stats(kd[g], m) for m in _DIVERGENCES}
-    lines.append([g, _fmt(*t), _fmt(*s0), _fmt(*s1), _fmt(*d)]
-                 + [_fmt(*divs[m], digits=3) for m in _DIVERGENCES] + [t[2]])
+    divs = {m: tables.stats(kd[g], m) for m in _DIVERGENCES}
+    lines.append([g, tables.fmt(*t), tables.fmt(*s0), tables.fmt(*s1), tables.fmt(*d)]
+                 + [tables.fmt(*divs[m], digits=3) for m in _DIVERGENCES] + [t[2]])
     for name, st in (("teacher", t), ("student, no KD", s0),
                      ("student, KD", s1)):
       acc[name].append(st)
     for m in ("tcjsd", "ncjsd"):
       div[m.upper()].append(divs[m])
   out.append(f"### Fig. 3 — domain gap ({preset})\n")
-  out.append(_table([label.split()[0], "teacher acc", "no-KD acc", "KD acc",
+  out.append(tables.markdown([label.split()[0], "teacher acc", "no-KD acc", "KD acc",
                      "Δ KD − no KD", "TCJSD", "NCJSD", "TCKL", "NCKL",
                      "seeds"], lines))
 
@@ -147,26 +110,26 @@ def _fig3(rows, preset, workdir, out, gap_axis):
 
 
 def _weights(rows, preset, workdir, out, fixed):
-  kd = _select(rows, "student", part="weights", preset=preset)
+  kd = tables.select(rows, "student", part="weights", preset=preset)
   if not kd:
     return {}
   panels, spread = [], {}
   for varied, other in (("alpha", "beta"), ("beta", "alpha")):
     # Selected by value, not tag: the (fixed α, fixed β) run is in both.
     sel = [r for r in kd if r[f"hp.{other}"] == fixed[f"fixed_{other}"]]
-    by_gap = _by(sel, _gap)
+    by_gap = tables.group_by(sel, _gap)
     values = sorted({r[f"hp.{varied}"] for r in sel})
     lines, series, ranges = [], {}, []
     for g, rs in by_gap.items():
-      by_value = _by(rs, lambda r: r[f"hp.{varied}"])
-      st = [_stats(by_value[v], "test_acc", 100) for v in values]
-      lines.append([g] + [_fmt(*s) for s in st])
+      by_value = tables.group_by(rs, lambda r: r[f"hp.{varied}"])
+      st = [tables.stats(by_value[v], "test_acc", 100) for v in values]
+      lines.append([g] + [tables.fmt(*s) for s in st])
       series[f"γ={g}"] = (values, [s[0] for s in st], [s[1] for s in st])
       ranges.append((g, [s[0] for s in st]))
     held = fixed[f"fixed_{other}"]
     out.append(f"\n### Figs. 6–7 — {varied} varied, {other} = {held} "
                f"({preset}): KD student accuracy (%)\n")
-    out.append(_table(["γ"] + [f"{varied}={v}" for v in values], lines))
+    out.append(tables.markdown(["γ"] + [f"{varied}={v}" for v in values], lines))
     panels.append(dict(series=series, xlabel=varied,
                        ylabel="student test accuracy (%)",
                        title=f"{varied} varied ({other} = {held})"))
@@ -182,29 +145,29 @@ def _weights(rows, preset, workdir, out, fixed):
 
 
 def _masked(rows, preset, workdir, out, part, title, figure):
-  kd = _select(rows, "student", part=part, preset=preset)
+  kd = tables.select(rows, "student", part=part, preset=preset)
   if not kd:
     return {}
   result, panels = {}, []
-  for g, rs in _by(kd, _gap).items():
-    by_kind = _by(rs, lambda r: r["tag.kind"])
+  for g, rs in tables.group_by(kd, _gap).items():
+    by_kind = tables.group_by(rs, lambda r: r["tag.kind"])
     ratios = sorted({r["tag.ratio"] for r in rs})
     lines, acc, nc = [], {}, {}
     for kind, krs in by_kind.items():
-      by_ratio = _by(krs, lambda r: r["tag.ratio"])
-      st = {m: [_stats(by_ratio[r], m, 100 if m == "test_acc" else 1)
+      by_ratio = tables.group_by(krs, lambda r: r["tag.ratio"])
+      st = {m: [tables.stats(by_ratio[r], m, 100 if m == "test_acc" else 1)
                 for r in ratios] for m in ("test_acc", "ncjsd", "tcjsd")}
       for i, r in enumerate(ratios):
-        lines.append([kind, r, _fmt(*st["test_acc"][i]),
-                      _fmt(*st["ncjsd"][i], digits=3),
-                      _fmt(*st["tcjsd"][i], digits=3)])
+        lines.append([kind, r, tables.fmt(*st["test_acc"][i]),
+                      tables.fmt(*st["ncjsd"][i], digits=3),
+                      tables.fmt(*st["tcjsd"][i], digits=3)])
       acc[kind] = (ratios, *zip(*[(m, s) for m, s, _ in st["test_acc"]]))
       nc[kind] = (ratios, *zip(*[(m, s) for m, s, _ in st["ncjsd"]]))
       used = [i for i, r in enumerate(ratios) if r > 0]
       result[(g, kind)] = (np.mean([st["test_acc"][i][0] for i in used]),
                            np.mean([st["ncjsd"][i][0] for i in used]))
     out.append(f"\n### {title} at γ = {g} ({preset})\n")
-    out.append(_table(["mask", "ratio", "student acc (%)", "NCJSD", "TCJSD"],
+    out.append(tables.markdown(["mask", "ratio", "student acc (%)", "NCJSD", "TCJSD"],
                       lines))
     panels.append([dict(series=acc, xlabel="mask ratio",
                         ylabel="student test accuracy (%)",
@@ -253,7 +216,7 @@ def tidy(rows) -> list[dict]:
     metrics = sorted({k[len("history."):] for r in rs for k in r
                       if k.startswith("history.")})
     for metric in metrics:
-      mean, std, n = _stats(rs, metric)
+      mean, std, n = tables.stats(rs, metric)
       table.append({**dict(zip(_KEYS, key)), "metric": metric, "mean": mean,
                     "std": std, "n": n})
   return table

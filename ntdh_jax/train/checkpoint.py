@@ -51,19 +51,28 @@ def save(directory: str, step: int, tree: PyTree, *,
     manager.save(step, args=ocp.args.StandardSave(tree))
 
 
+def _steps(directory: str) -> list[int]:
+  """Complete steps under ``directory``, read from the file system alone.
+
+  Not through a ``CheckpointManager``: creating one is collective under
+  ``jax.distributed`` (a barrier every process must reach), so a query whose
+  answer decides whether a process saves next must not create one, or
+  processes that see the directory at different moments fall out of step.
+  """
+  if not os.path.isdir(directory):
+    return []
+  return ocp.utils.checkpoint_steps(directory)
+
+
 def latest_step(directory: str) -> int | None:
   """The newest complete step under ``directory``, ``None`` if there is none."""
-  if not os.path.isdir(directory):
-    return None
-  with _manager(directory) as manager:
-    return manager.latest_step()
+  return max(_steps(directory), default=None)
 
 
 def _resolve_step(directory: str, step: int | None) -> int:
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"No checkpoint directory {directory!r}.")
-  with _manager(directory) as manager:
-    steps = manager.all_steps()
+  steps = _steps(directory)
   if not steps:
     raise FileNotFoundError(f"No complete checkpoint in {directory!r}.")
   if step is None:

@@ -9,8 +9,7 @@ SP, CRD). Feature methods act on the penultimate activations the models
 return with ``return_features=True``.
 
 The numeric knobs read from ``hparams`` (traced, so sweeps vmap them):
-``temperature`` (kl, decoupled, dkd), ``alpha`` and ``beta`` (decoupled,
-dkd). Defaults for the rest follow each method's paper, see ``losses``.
+``temperature`` (kl, dkd), ``alpha`` and ``beta`` (dkd). Defaults for the rest follow each method's paper, see ``losses``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ class Batch(NamedTuple):
   teacher_logits: jax.Array   # f[N, C], constant
   student_features: jax.Array  # f[N, D_s]
   teacher_features: jax.Array  # f[N, D_t], constant
-  labels: jax.Array           # int[N]
+  labels: jax.Array           # int[N] (or [N, H, W])
+  where: jax.Array | None     # bool like labels: valid labels; None = all
   indices: jax.Array          # int[N], dataset rows (CRD's memory index)
   dataset_labels: jax.Array   # int[n_data], CRD draws negatives from them
   key: jax.Array
@@ -98,14 +98,13 @@ def make_distiller(name: str) -> Distiller:
 
 DISTILLERS: dict[str, Callable[[], Distiller]] = {
     "kl": lambda: _stateless(lambda b, hp: losses.kd(
-        b.student_logits, b.teacher_logits, hp["temperature"],
+        b.student_logits, b.teacher_logits, hp["temperature"], where=b.where,
         reduction="none")),
-    "decoupled": lambda: _stateless(lambda b, hp: losses.decoupled_kl(
-        b.student_logits, b.teacher_logits, b.labels, hp["alpha"], hp["beta"],
-        hp["temperature"], reduction="none")),
+    # DKD, also NTDH's α·TCKL + β·NCKL weight study: one computation, one
+    # name; α, β and T come from the run's hyperparameters.
     "dkd": lambda: _stateless(lambda b, hp: losses.dkd(
-        b.student_logits, b.teacher_logits, b.labels, hp["alpha"], hp["beta"],
-        hp["temperature"], reduction="none")),
+        b.student_logits, b.teacher_logits, b.labels, hp["alpha"],
+        hp["beta"], hp["temperature"], where=b.where, reduction="none")),
     "fitnet": _fitnet,
     "rkd": lambda: _stateless(lambda b, hp: losses.rkd(
         b.student_features, b.teacher_features), per_example=False),

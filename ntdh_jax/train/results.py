@@ -61,6 +61,12 @@ class ResultsStore:
     rows = {}
     for line in self._read_lines()[0]:
       row = json.loads(line)
+      if isinstance(row.get("needs"), str):
+        raise ValueError(
+            f"{self.path} was written by an older ntdh_jax (a run needed one "
+            "upstream run id; runs now name their upstream runs by role), "
+            "whose run ids and outputs this version cannot reuse; start a "
+            "new --workdir.")
       rows.setdefault(row["run_id"], row)
     return rows
 

@@ -58,13 +58,29 @@ def put(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(one, tree)
 
 
+# (id of a host tree, device) -> (the tree, its copy on the device). The tree
+# is kept so its id cannot be reused while the copy is cached.
+_PLACED: dict[tuple[int, jax.Device], tuple[Any, Any]] = {}
+
+
+def on_device(tree: Any, device: jax.Device) -> Any:
+  """``tree`` (host arrays shared by every run: a dataset) on ``device``,
+  transferred once per process and reused by every later call."""
+  key = (id(tree), device)
+  if key not in _PLACED:
+    _PLACED[key] = (tree, jax.device_put(tree, device))
+  return _PLACED[key][1]
+
+
 def map_shards(fn: Callable, mesh: Mesh) -> Callable:
   """``fn`` on stacked global arrays, run shard by shard on their devices.
 
-  ``fn`` maps arrays ``[n, ...]`` to arrays ``[n, ...]`` run by run. Each
-  device of this process runs the same single-device executable of ``fn``
-  on its own shard; the results are assembled into global arrays sharded
-  over ``sweep`` again.
+  ``fn(shared, *stacked)`` maps arrays ``[n, ...]`` to arrays ``[n, ...]``
+  run by run; ``shared`` is a host pytree every run reads (the dataset),
+  placed once on each device (``on_device``) and passed whole, unmapped.
+  Each device of this process runs the same single-device executable of
+  ``fn`` on its own shard; the results are assembled into global arrays
+  sharded over ``sweep`` again.
 
   Why not one SPMD program (``jit`` over the mesh, or ``shard_map``): XLA
   compiles a partitioned program differently from a single-device one
@@ -86,9 +102,10 @@ def map_shards(fn: Callable, mesh: Mesh) -> Callable:
     return jax.make_array_from_single_device_arrays(shape, sharding,
                                                     list(parts))
 
-  def call(*args):
+  def call(shared, *args):
     def on(device):
-      return jitted(*jax.tree.map(shard_on(device), args))
+      return jitted(on_device(shared, device),
+                    *jax.tree.map(shard_on(device), args))
     # The first device traces; the others only compile, concurrently (XLA
     # releases the GIL), then every later call just dispatches.
     first = on(devices[0])

@@ -76,6 +76,9 @@ from ntdh_jax.train.results import ResultsStore, flatten_dict
 
 CHUNKS = "chunks"
 OUTPUTS = "outputs"
+# Runs vectorised together per device unless told otherwise: fixed, so a
+# sweep gives the same bits on a laptop and on 8 devices.
+DEFAULT_VMAP_SIZE = 16
 _INT32 = np.iinfo(np.int32)
 _LOG = logging.getLogger(__name__)
 
@@ -94,30 +97,42 @@ def _groups(specs: list[RunSpec], finished: Mapping[str, dict],
             workdir: str) -> list[list[RunSpec]]:
   """Runs grouped by (depth in the ``needs`` graph, signature), in run order.
 
-  Both the grouping and the order inside a group depend only on the specs
-  (never on what is already finished), so chunks are the same on every
-  launch. Runs are ordered by their upstream's order first, so a downstream
-  chunk reads few upstream output chunks.
+  A run's depth is 1 + the deepest of its upstream runs in this sweep (0 for
+  none, or when every upstream finished in an earlier launch). Both the
+  grouping and the order inside a group depend only on the specs (never on
+  what is already finished), so chunks are the same on every launch. Runs
+  are ordered by their upstream runs' order first, so a downstream chunk
+  reads few upstream output chunks.
   """
   by_id = {s.run_id: s for s in specs}
-  keys: dict[str, tuple] = {}
+  orders: dict[str, tuple] = {}
+  depths: dict[str, int] = {}
 
-  def key(spec: RunSpec) -> tuple:
-    if spec.run_id not in keys:
-      if spec.needs in by_id:
-        keys[spec.run_id] = key(by_id[spec.needs]) + (spec.run_id,)
-      else:
-        if spec.needs is not None and spec.needs not in finished:
-          raise ValueError(
-              f"Run {spec.run_id} (stage {spec.stage!r}) needs run "
-              f"{spec.needs}, which is neither in this sweep nor finished in "
-              f"{workdir}.")
-        keys[spec.run_id] = (spec.needs or "", spec.run_id)
-    return keys[spec.run_id]
+  def visit(spec: RunSpec, path: tuple = ()) -> None:
+    if spec.run_id in orders:
+      return
+    if spec.run_id in path:
+      raise ValueError(f"Run {spec.run_id} needs itself (a cycle in needs).")
+    ups = []
+    for role, up in sorted(spec.needs_dict.items()):
+      if up in by_id:
+        visit(by_id[up], path + (spec.run_id,))
+        ups.append(up)
+      elif up not in finished:
+        raise ValueError(
+            f"Run {spec.run_id} (stage {spec.stage!r}) needs run {up} as "
+            f"{role!r}, which is neither in this sweep nor finished in "
+            f"{workdir}.")
+    depths[spec.run_id] = 1 + max((depths[u] for u in ups), default=-1)
+    orders[spec.run_id] = (tuple(orders[u] for u in ups)
+                           or tuple(sorted(spec.needs_dict.values())),
+                           spec.run_id)
 
+  for spec in specs:
+    visit(spec)
   groups: dict[tuple, list[RunSpec]] = {}
-  for spec in sorted(specs, key=key):
-    groups.setdefault((len(key(spec)), spec.stage, spec.signature),
+  for spec in sorted(specs, key=lambda s: orders[s.run_id]):
+    groups.setdefault((depths[spec.run_id], spec.stage, spec.signature),
                       []).append(spec)
   return [groups[g] for g in sorted(groups)]
 
@@ -154,98 +169,116 @@ class _Group:
   """One signature's program compiled for chunks of ``width`` runs.
 
   Each piece maps stacked arrays ``[width, ...]`` run by run and runs on the
-  devices via ``sharding.map_shards``; ``carry`` and ``metrics`` are the
-  abstract shapes of a chunk's state and of one segment's metrics.
+  devices via ``sharding.map_shards``, with the program's dataset passed
+  whole and unmapped; ``carry`` and ``metrics`` are the abstract shapes of a
+  chunk's state and of one segment's metrics.
   """
 
   def __init__(self, program: Program, hparams: Sequence[str], mesh,
                width: int, segments_per_call: int, vmap_size: int | None):
     self.program = program
+    self.data = program.load()
     self.mesh = mesh
     self.width = width
     self.segments_per_call = segments_per_call
     self.vmap_size = vmap_size
     self.cache = {}  # outputs path -> restored upstream outputs (host)
     self._advance = {}
-    init = self._blocked(lambda hp, seed, inputs: program.init(
-        hp, jax.random.key(seed), inputs))
+    init = self._blocked(lambda hp, seed, inputs, data: program.init(
+        hp, jax.random.key(seed), data, inputs))
     self.init = sharding.map_shards(init, mesh)
     self.finish = sharding.map_shards(self._blocked(program.finish), mesh)
     hp = {n: self._abstract((), np.float32) for n in hparams}
     inputs = None if program.input_spec is None else jax.tree.map(
         lambda s: self._abstract(s.shape, s.dtype), program.input_spec)
+    data = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        self.data)
     # eval_shape drops shardings; restore targets need them back.
     self.carry = jax.tree.map(
         lambda a: self._abstract(a.shape[1:], a.dtype),
-        jax.eval_shape(init, hp, self._abstract((), np.int32), inputs))
-    self.metrics = jax.eval_shape(self._advance_fn(1), self.carry, hp)[1]
+        jax.eval_shape(init, data, hp, self._abstract((), np.int32), inputs))
+    self.metrics = jax.eval_shape(self._advance_fn(1), data, self.carry,
+                                  hp)[1]
 
   def _abstract(self, shape, dtype) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct((self.width,) + tuple(shape), dtype,
                                 sharding=sharding.stacked(self.mesh))
 
   def _blocked(self, fn):
-    """``fn`` of one run -> of ``[n]`` runs, vmapped ``vmap_size`` at a time
-    (default: all ``n``). The block shape fixes a run's floating-point bits
-    (XLA picks kernels by shape), however many devices share the chunk."""
-    def run(*args):
+    """``fn(*one_run, data)`` -> ``run(data, *runs)`` of ``[n]`` runs,
+    vmapped ``vmap_size`` at a time (``None``: all ``n``); ``data`` is
+    closed over by the map, i.e. shared by every run, never batched. The
+    block shape fixes a run's floating-point bits (XLA picks kernels by
+    shape), however many devices share the chunk."""
+    def run(data, *args):
       width = jax.tree.leaves(args)[0].shape[0]
-      return jax.lax.map(lambda a: fn(*a), args,
+      return jax.lax.map(lambda a: fn(*a, data), args,
                          batch_size=self.vmap_size or width)
     return run
 
   def _advance_fn(self, segments: int):
-    def run(carry, hp):
-      return jax.lax.scan(lambda c, _: self.program.segment(c, hp), carry,
-                          None, length=segments)
+    def run(carry, hp, data):
+      return jax.lax.scan(lambda c, _: self.program.segment(c, hp, data),
+                          carry, None, length=segments)
     return self._blocked(run)
 
   def advance(self, segments: int):
-    """``(carry, hp) -> (carry, {metric: [width, segments]})``, compiled once
-    per distinct ``segments`` (at most two: the call size and a remainder)."""
+    """``(data, carry, hp) -> (carry, {metric: [width, segments]})``,
+    compiled once per distinct ``segments`` (at most two: the call size and a
+    remainder)."""
     if segments not in self._advance:
       self._advance[segments] = sharding.map_shards(
           self._advance_fn(segments), self.mesh)
     return self._advance[segments]
 
   def inputs(self, chunk, rows, workdir):
-    """Upstream outputs of each run, stacked ``[width, ...]`` on the host."""
+    """Upstream outputs of each run by role, stacked ``[width, ...]`` on the
+    host."""
     if self.program.input_spec is None:
       return None
-    sources = [(rows[s.needs]["outputs.path"], rows[s.needs]["outputs.index"])
-               for s in chunk]
-    self.cache = {p: self.cache[p] for p, _ in sources if p in self.cache}
-    for path, _ in sources:
-      if path not in self.cache:
-        self.cache[path] = self._restore_outputs(path, chunk, rows, workdir)
-    per_run = [jax.tree.map(lambda x, i=i: x[i], self.cache[p])
-               for p, i in sources]
-    return jax.tree.map(lambda *xs: np.stack(xs), *per_run)
+    stacked = {}
+    for role, spec in self.program.input_spec.items():
+      sources = [(rows[s.needs_dict[role]]["outputs.path"],
+                  rows[s.needs_dict[role]]["outputs.index"]) for s in chunk]
+      for path, _ in sources:
+        if (role, path) not in self.cache:
+          self.cache[(role, path)] = self._restore_outputs(
+              role, spec, path, chunk, rows, workdir)
+      per_run = [jax.tree.map(lambda x, i=i: x[i], self.cache[(role, p)])
+                 for p, i in sources]
+      stacked[role] = jax.tree.map(lambda *xs: np.stack(xs), *per_run)
+    keep = {(r, rows[s.needs_dict[r]]["outputs.path"])
+            for s in chunk for r in self.program.input_spec}
+    self.cache = {k: v for k, v in self.cache.items() if k in keep}
+    return stacked
 
-  def _restore_outputs(self, path, chunk, rows, workdir):
-    run = next(s for s in chunk if rows[s.needs]["outputs.path"] == path)
+  def _restore_outputs(self, role, spec, path, chunk, rows, workdir):
+    run = next(s for s in chunk
+               if rows[s.needs_dict[role]]["outputs.path"] == path)
     directory = os.path.join(workdir, path)
     leaves = jax.tree.leaves(checkpoint.saved_spec(directory))
     stored_width = leaves[0].shape[0] if leaves else 0
     abstract = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct((stored_width,) + tuple(s.shape),
-                                       s.dtype), self.program.input_spec)
+                                       s.dtype), spec)
     try:
       return jax.device_get(checkpoint.restore(directory, abstract))
     except ValueError as e:
       raise ValueError(
-          f"Outputs of run {run.needs} ({directory}) do not fit the "
-          f"input_spec of run {run.run_id} (stage {run.stage!r}): {e}") from e
+          f"Outputs of run {run.needs_dict[role]} ({directory}) do not fit "
+          f"the input_spec[{role!r}] of run {run.run_id} (stage "
+          f"{run.stage!r}): {e}") from e
 
 
 def _check_needs(group: Sequence[RunSpec], program: Program) -> None:
+  roles = sorted(program.input_spec or {})
   for spec in group:
-    if (spec.needs is None) != (program.input_spec is None):
-      has = "needs an upstream run" if spec.needs else "needs no upstream run"
+    if sorted(spec.needs_dict) != roles:
       raise ValueError(
-          f"Run {spec.run_id} (stage {spec.stage!r}) {has} but its program "
-          f"has input_spec={program.input_spec!r}; runs take inputs exactly "
-          "when their program declares an input_spec.")
+          f"Run {spec.run_id} (stage {spec.stage!r}) needs runs for roles "
+          f"{sorted(spec.needs_dict)} but its program takes inputs for roles "
+          f"{roles}; runs take inputs exactly for the roles of their "
+          "program's input_spec.")
 
 
 def _run_chunk(group: _Group, chunk: list[RunSpec], cid: str,
@@ -276,21 +309,21 @@ def _run_chunk(group: _Group, chunk: list[RunSpec], cid: str,
     inputs = group.inputs(padded, rows, workdir)
     if inputs is not None:
       inputs = sharding.put(inputs, group.mesh)
-    carry = group.init(hp, seeds, inputs)
+    carry = group.init(group.data, hp, seeds, inputs)
   else:
     carry = state["carry"]
     history = {m: np.array(v) for m, v in state["history"].items()}
 
   while done < total:
     segments = min(group.segments_per_call, total - done)
-    carry, new = group.advance(segments)(carry, hp)
+    carry, new = group.advance(segments)(group.data, carry, hp)
     for name, values in sharding.fetch(new).items():
       history[name][:, done:done + segments] = values
     done += segments
     checkpoint.save(directory, done, {"carry": carry, "history": history},
                     keep=1)
 
-  final, outputs = group.finish(carry, hp)
+  final, outputs = group.finish(group.data, carry, hp)
   outputs_path = os.path.join(OUTPUTS, chunk[0].signature, cid)
   if checkpoint.latest_step(os.path.join(workdir, outputs_path)) is None:
     checkpoint.save(os.path.join(workdir, outputs_path), 0, outputs)
@@ -303,7 +336,8 @@ def _row(spec: RunSpec, index: int, final: Mapping, history: Mapping,
          outputs_path: str) -> dict:
   """The results row of run ``index`` of a chunk."""
   row = {"run_id": spec.run_id, "stage": spec.stage,
-         "signature": spec.signature, "seed": spec.seed, "needs": spec.needs}
+         "signature": spec.signature, "seed": spec.seed,
+         "needs": spec.needs_dict}
   row.update({f"hp.{k}": v for k, v in spec.hparams})
   row.update(flatten_dict(spec.static_dict, "static."))
   row.update(flatten_dict(spec.tags_dict, "tag."))
@@ -314,10 +348,34 @@ def _row(spec: RunSpec, index: int, final: Mapping, history: Mapping,
   return row
 
 
+def _group_mesh(mesh, num_runs: int, vmap_size: int | None):
+  """The devices a group of ``num_runs`` runs uses: with a fixed
+  ``vmap_size``, no more than it has blocks to fill (a 6-run group with
+  blocks of 16 runs on one device, not padded to 16 runs per device); all of
+  them on several hosts, where every process must take part."""
+  if vmap_size is None or jax.process_count() > 1:
+    return mesh
+  needed = -(-num_runs // vmap_size)
+  if needed >= mesh.devices.size:
+    return mesh
+  return sharding.sweep_mesh(list(mesh.devices.flat)[:needed])
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """JAX's persistent compilation cache in ``directory``: a relaunch, or a
+  second study with the same programs, loads executables instead of
+  compiling them again (JAX keeps those that took over
+  ``jax_persistent_cache_min_compile_time_secs``, 1 s by default, to
+  compile)."""
+  os.makedirs(directory, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", directory)
+
+
 def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
               build_program: Callable[[str, dict], Program],
               chunk_size: int = 256, segments_per_call: int = 1,
-              vmap_size: int | None = None, progress: bool = True,
+              vmap_size: int | None = DEFAULT_VMAP_SIZE,
+              progress: bool = True,
               fingerprint: Mapping | None = None,
               mesh: jax.sharding.Mesh | None = None) -> list[dict]:
   """Trains every run of ``specs`` not yet finished in ``workdir``.
@@ -330,10 +388,14 @@ def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
     chunk_size: runs trained together at most (bounded by device memory).
     segments_per_call: segments per compiled call; the chunk is checkpointed
       after each call, so this is also the checkpoint interval.
-    vmap_size: runs vectorised together on one device (``None``: all of its
-      share of the chunk). A run's floating-point bits depend on this block
-      shape, so fixing it makes results bit-identical on any device count;
-      chunks are then padded to a multiple of ``devices * vmap_size``.
+    vmap_size: runs vectorised together on one device. A run's
+      floating-point bits depend on this block shape, so a fixed size (the
+      default, ``DEFAULT_VMAP_SIZE``) gives the same bits on any device
+      count; chunks are padded to a multiple of ``devices * vmap_size``, a
+      group of fewer runs is one block of its size, and a group too small
+      to fill every device uses fewer. ``None``: all of a
+      device's share of the chunk at once, which can be faster but makes
+      the bits depend on the device count.
     progress: show a tqdm bar of runs done / total (with runs/s).
     fingerprint: JSON-able description of the config; a workdir created with
       another one is refused (see ``ResultsStore.check_fingerprint``).
@@ -344,9 +406,9 @@ def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
   """
   for name, value in (("chunk_size", chunk_size),
                       ("segments_per_call", segments_per_call),
-                      ("vmap_size", vmap_size or 1)):
-    if value < 1:
-      raise ValueError(f"{name} must be >= 1, got {value}.")
+                      ("vmap_size", 1 if vmap_size is None else vmap_size)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
   specs = _dedupe(specs)
   writer = jax.process_index() == 0
   store = ResultsStore(workdir)
@@ -358,16 +420,23 @@ def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
   with tqdm.tqdm(total=len(specs), unit="run", desc="sweep",
                  initial=sum(s.run_id in rows for s in specs),
                  disable=not (progress and writer)) as bar:
-    for group in groups:
-      if all(s.run_id in rows for s in group):
-        continue
+    todo = [g for g in groups if any(s.run_id not in rows for s in g)]
+    for number, group in enumerate(todo, 1):
+      stage = f"{group[0].stage} program {number}/{len(todo)}"
+      # The first chunk of a program includes its compilation.
+      bar.set_postfix_str(f"compiling {stage}")
       program = build_program(group[0].stage, group[0].static_dict)
       _check_needs(group, program)
+      width = min(chunk_size, len(group))
+      # A group smaller than a block is one block of its own size: no run
+      # is computed only to be padding. The size still depends only on the
+      # sweep's config, never on the device count.
+      block = None if vmap_size is None else min(vmap_size, width)
+      group_mesh = _group_mesh(mesh, width, block)
       compiled = _Group(
-          program, _stack_hparams(group).keys(), mesh,
-          sharding.padded_width(min(chunk_size, len(group)), mesh,
-                                vmap_size or 1),
-          segments_per_call, vmap_size)
+          program, _stack_hparams(group).keys(), group_mesh,
+          sharding.padded_width(width, group_mesh, block or 1),
+          segments_per_call, block)
       for start in range(0, len(group), chunk_size):
         chunk = group[start:start + chunk_size]
         cid = chunk_id(chunk[0].signature, [s.run_id for s in chunk])
@@ -378,6 +447,7 @@ def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
             store.append(new)
           rows.update((r["run_id"], r) for r in new)
           bar.update(len(new))
+          bar.set_postfix_str(stage)
           _remove(os.path.join(workdir, CHUNKS, cid))
   # Also clears checkpoints of chunks killed after their rows were written.
   _remove(os.path.join(workdir, CHUNKS))

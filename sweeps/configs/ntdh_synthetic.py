@@ -52,7 +52,7 @@ def get_config(arg=None):
   c.presets = ml_collections.ConfigDict(_presets(arg.quick))
 
   c.data = ml_collections.ConfigDict({"name": "ntdh", "random_state": 42})
-  c.model = ml_collections.ConfigDict({"hidden": [16, 16],
+  c.model = ml_collections.ConfigDict({"name": "mlp", "hidden": [16, 16],
                                        "init_scheme": "torch"})
   c.gaps = [0.0, 0.5, 1.0] if arg.quick else [0.0, 0.25, 0.5, 0.75, 1.0]
   c.temperature = 1.0
@@ -88,7 +88,8 @@ def get_config(arg=None):
     c.parts = ["fig3"]
     c.data = ml_collections.ConfigDict({"name": "mfh", "n_train": 200,
                                         "n_test": 1000})
-    c.model = ml_collections.ConfigDict({"hidden": [], "init_scheme": "torch"})
+    c.model = ml_collections.ConfigDict({"name": "mlp", "hidden": [],
+                                         "init_scheme": "torch"})
     c.gaps = [0, 2, 4, 6, 8, 10]  # shared decisive features o
     c.presets = ml_collections.ConfigDict({"mfh": dict(
         optimizer="sgd", lr=0.1, momentum=0.0, batch_size=0,

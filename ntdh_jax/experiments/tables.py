@@ -1,0 +1,53 @@
+"""Markdown tables and over-seed statistics shared by the reports.
+
+Every number is taken from a run's last evaluation (the last entry of a
+``history.*`` list in ``results.jsonl``) and aggregated over seeds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Iterable
+
+import numpy as np
+
+
+def last(row, metric):
+  """The last evaluation of ``metric`` in a results row (``None``: absent)."""
+  values = row.get(f"history.{metric}")
+  return None if values is None else values[-1]
+
+
+def select(rows, stage=None, **tags) -> list[dict]:
+  """Rows of ``stage`` (any if ``None``) whose ``tag.*`` columns match."""
+  return [r for r in rows if (stage is None or r["stage"] == stage)
+          and all(r.get(f"tag.{k}") == v for k, v in tags.items())]
+
+
+def stats(rows, metric, scale=1.0) -> tuple[float, float, int]:
+  """``(mean, std, n)`` of the last ``metric`` over ``rows`` (seeds)."""
+  values = [last(r, metric) for r in rows]
+  values = np.array([v for v in values if v is not None], float) * scale
+  if values.size == 0:
+    return float("nan"), float("nan"), 0
+  return float(values.mean()), float(values.std()), int(values.size)
+
+
+def group_by(rows, key: Callable) -> dict:
+  groups = defaultdict(list)
+  for r in rows:
+    groups[key(r)].append(r)
+  return dict(sorted(groups.items()))
+
+
+def fmt(mean, std, n=None, digits=2) -> str:
+  del n
+  return "–" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(header: Iterable[str], lines: Iterable[Iterable]) -> str:
+  header = list(header)
+  out = ["| " + " | ".join(header) + " |",
+         "|" + "---|" * len(header)]
+  out += ["| " + " | ".join(str(x) for x in line) + " |" for line in lines]
+  return "\n".join(out)

@@ -1,0 +1,75 @@
+"""The training stages, as ``make_train(static) -> Program``, by name.
+
+* ``teacher`` (``teacher.py``): CE on the teacher view, optionally on
+  Algorithm 1's masked input.
+* ``student`` (``student.py``): CE on the student view + a distillation term
+  from a frozen teacher, optionally with Algorithm 2's sample mask.
+* ``joint`` (``joint.py``): Algorithm 1's joint training and permutation
+  importance.
+
+A stage's static config is a frozen dataclass (``STAGES[stage].config``);
+``normalise`` fills every default — of the stage, of its data source and of
+its models — so ``{}`` and ``{"batch_size": 0}`` hash to one program and one
+run id. ``run_spec`` builds a ``RunSpec`` from a normalised config; the
+sweep engine calls ``build_program``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, NamedTuple
+
+from ntdh_jax.train.program import Program, RunSpec
+from ntdh_jax.train.stages import joint
+from ntdh_jax.train.stages import student
+from ntdh_jax.train.stages import teacher
+
+
+class Stage(NamedTuple):
+  config: type  # a frozen dataclass of the stage's static options
+  make: Callable[..., Program]
+
+
+STAGES: dict[str, Stage] = {
+    "teacher": Stage(teacher.TeacherConfig, teacher.make),
+    "student": Stage(student.StudentConfig, student.make),
+    "joint": Stage(joint.JointConfig, joint.make),
+}
+
+
+def _config(stage: str, static: Mapping):
+  if stage not in STAGES:
+    raise ValueError(f"stage must be one of {sorted(STAGES)}, got "
+                     f"{stage!r}.")
+  cls = STAGES[stage].config
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(static) - set(fields))
+  if unknown:
+    raise ValueError(
+        f"static config of stage {stage!r} has unknown keys {unknown}; valid "
+        f"keys: {sorted(fields)}.")
+  missing = sorted(k for k, f in fields.items() if k not in static
+                   and f.default is dataclasses.MISSING)
+  if missing:
+    raise ValueError(
+        f"static config of stage {stage!r} is missing {missing}.")
+  return cls(**static)
+
+
+def normalise(stage: str, static: Mapping) -> dict:
+  """``static`` with every default filled in; idempotent."""
+  return dataclasses.asdict(_config(stage, static))
+
+
+def build_program(stage: str, static: Mapping) -> Program:
+  """The ``Program`` of ``stage`` for its static config."""
+  config = _config(stage, static)
+  return STAGES[stage].make(config)
+
+
+def run_spec(stage: str, static: Mapping, hparams: Mapping, seed: int,
+             needs: Mapping[str, str] | None = None,
+             tags: Mapping | None = None) -> RunSpec:
+  """A ``RunSpec`` of ``stage`` whose static config is normalised first."""
+  return RunSpec.make(stage, normalise(stage, static), hparams, seed,
+                      needs=needs, tags=tags)
