@@ -4,20 +4,26 @@
 
 The NTDH synthetic student (reference MLP 50-16-16-4, full-batch SGD with
 momentum, CE + λ·KL at temperature T) distilled from one teacher trained
-first; the teacher's outputs are every run's ``inputs``. The K configs differ
-in ``lr``, ``temperature`` and ``kd_weight`` and share ``gamma`` and the seed,
-so they train on the same data. Timed side by side in one process, best of
+first, both built by ``ntdh_jax.train.stages.build_program`` (model
+``{"name": "mlp", ...}``, data ``{"name": "ntdh"}``). The dataset
+(``program.load()``, the standardised base arrays) is an argument of every
+call, placed on the device once and passed unmapped; the teacher's outputs
+(``{"variables", "feature_mask"}``) are every run's ``inputs``
+(``{"teacher": ...}``), also unmapped. The K configs differ in ``lr``,
+``temperature`` and ``kd_weight`` and share ``gamma`` and the seed, so they
+train on the same views. Timed side by side in one process, best of
 ``--repeats`` (programs are compiled before timing):
 
-* ``vmapped``: ``jit(vmap(program.train, in_axes=(0, 0, None)))`` over all K
-  configs, each with its own (identical) key and gamma, as the sweep engine
-  stacks them.
+* ``vmapped``: ``jit(vmap(program.train, in_axes=(0, 0, None, None)))``
+  over all K configs, each with its own (identical) key and gamma, as the
+  sweep engine stacks them.
 * ``loop``: a Python loop of the single-run ``jit(program.train)``. Loops of
   more than ``--loop-max`` runs are timed on their first ``--loop-subset``
   runs and the rate extrapolated (marked ``*``).
 * ``shared``, a prototype: the same vmap with the key, ``gamma`` and
-  ``momentum`` passed unbatched (``in_axes=None``). The data each run
-  regenerates from them is then unbatched, so JAX's dot_general batching rule
+  ``momentum`` passed unbatched (``in_axes=None``). The views each run draws
+  from the base data (noise columns from the key, informative columns from
+  gamma) are then unbatched, so JAX's dot_general batching rule
   folds the run axis of the first layer into one wide matmul
   ``[N, 50] @ [50, 16·K]`` (and its weight gradient), and the teacher forward
   runs once instead of K times. ``shared/B`` is the same in blocks of
@@ -51,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntdh_jax.train.programs import build_program
+from ntdh_jax.train import stages
 
 N_TRAIN, N_TEST = 6000, 4000
 LAYERS = ((50, 16), (16, 16), (16, 4))
@@ -141,20 +147,23 @@ def main():
   options = dict(o.split("=", 1) for o in args.xla_option)
 
   static = {"data": {"name": "ntdh"},
-            "model": {"hidden": [16, 16], "init_scheme": "torch"},
+            "model": {"name": "mlp", "hidden": [16, 16],
+                      "init_scheme": "torch"},
             "epochs": args.epochs, "eval_every": args.epochs,
             "optimizer": "sgd"}
   key = jax.random.key(args.seed)
+  teacher_program = stages.build_program("teacher", static)
+  program = stages.build_program("student", {**static, "distill": "kl"})
+  data = jax.device_put(program.load())
   teacher_hp = {"gamma": jnp.float32(0.5), "lr": jnp.float32(0.05),
                 "momentum": jnp.float32(0.9)}
-  _, _, teacher = jax.jit(build_program("teacher", static).train)(
-      teacher_hp, key, None)
-  program = build_program("student", {**static, "distill": "kl"})
+  _, _, teacher = jax.jit(teacher_program.train)(teacher_hp, key, data)
+  inputs = {"teacher": teacher}
 
   peak = matmul_peak(5 * args.repeats + 5)
   hp = configs(max(ks), args.seed)
   runs = [{name: v[i] for name, v in hp.items()} for i in range(max(ks))]
-  single = compile_(program.train, (runs[0], key, teacher), options)
+  single = compile_(program.train, (runs[0], key, data, inputs), options)
   rows, dots = [], {}
   for k in ks:
     hp_k = {name: v[:k] for name, v in hp.items()}
@@ -163,21 +172,26 @@ def main():
     shared = {n: hp_k[n][0] for n in SHARED}
     axes = {n: (None if n in SHARED else 0) for n in hp_k}
     compiled = {
-        "vmapped": compile_(jax.vmap(program.train, in_axes=(0, 0, None)),
-                            (hp_k, keys, teacher), options),
-        "shared": compile_(jax.vmap(program.train, in_axes=(axes, None, None)),
-                           ({**per_run, **shared}, key, teacher), options)}
-    calls = {"vmapped": lambda: compiled["vmapped"](hp_k, keys, teacher),
+        "vmapped": compile_(
+            jax.vmap(program.train, in_axes=(0, 0, None, None)),
+            (hp_k, keys, data, inputs), options),
+        "shared": compile_(
+            jax.vmap(program.train, in_axes=(axes, None, None, None)),
+            ({**per_run, **shared}, key, data, inputs), options)}
+    calls = {"vmapped": lambda: compiled["vmapped"](hp_k, keys, data, inputs),
              "shared": lambda: compiled["shared"]({**per_run, **shared}, key,
-                                                  teacher)}
+                                                  data, inputs)}
     if k > args.block:
       blocked = compile_(
-          lambda p, s: jax.lax.map(
-              lambda r: program.train({**r, **s}, key, teacher), p,
-              batch_size=args.block), (per_run, shared), options)
-      calls[f"shared/{args.block}"] = lambda: blocked(per_run, shared)
+          lambda p, s, key, data, inputs: jax.lax.map(
+              lambda r: program.train({**r, **s}, key, data, inputs), p,
+              batch_size=args.block),
+          (per_run, shared, key, data, inputs), options)
+      calls[f"shared/{args.block}"] = lambda: blocked(per_run, shared, key,
+                                                      data, inputs)
     looped = k if k <= args.loop_max else min(k, args.loop_subset)
-    calls["loop"] = lambda: [single(r, key, teacher) for r in runs[:looped]]
+    calls["loop"] = lambda: [single(r, key, data, inputs)
+                             for r in runs[:looped]]
 
     rate, acc = {}, {}
     for name, (seconds, out) in best_times(calls, args.repeats).items():
