@@ -361,6 +361,25 @@ def test_two_devices_give_the_same_teacher_bits_as_one(tmp_path, reference):
                                    for s in teachers}
 
 
+def test_default_flags_give_the_same_bits_on_any_device_count(tmp_path):
+  """Without --vmap_size, a group of 20 students (more than one default
+  block of 16) gives the same rows on 2 devices as on 1."""
+  specs = tp.specs(teacher_lrs=(0.5,), student_lrs=(0.1, 0.2, 0.3, 0.4, 0.5),
+                   alphas=(0.0, 0.25, 0.5, 0.75), seeds=(0,))
+  one = {r["run_id"]: r for r in _sweep(tmp_path / "one", specs)}
+  script = ("import sys, pickle\n"
+            "from ntdh_jax.train import sweep\n"
+            "from tests import toy_programs as tp\n"
+            "sweep.run_sweep(pickle.load(sys.stdin.buffer), sys.argv[1], "
+            "build_program=tp.build_program, progress=False)\n")
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  subprocess.run([sys.executable, "-c", script, str(tmp_path / "two")],
+                 check=True, input=pickle.dumps(specs), env=env, cwd=REPO)
+  assert len(one) == 21
+  assert _rows_by_id(tmp_path / "two") == one
+
+
 @pytest.mark.slow  # 8 devices x 6 executables to compile: about a minute
 def test_eight_devices_give_the_same_bits_as_one(tmp_path, sweep_config,
                                                  reference):
