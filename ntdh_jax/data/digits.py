@@ -65,8 +65,8 @@ alone, Adam lr 1e-3, batch 64, 30 epochs of 21 full batches (630 steps; the
 3 rows left over by each epoch's permutation are skipped), ``size=8``,
 test accuracy on the 450 test rows with test-time noise (as the reference
 evaluates), mean ± std over seeds 0..4 (seed = init, batch order, noise; the
-``digits-M`` backgrounds use ``seed=0``); a throwaway script on 2 CPU cores,
-jax 0.10.2, flax 0.12.8:
+``digits-M`` backgrounds use ``seed=0``); a one-off scan (not kept in the
+repository) on 2 CPU cores, jax 0.10.2, flax 0.12.8:
 
   view      noise      test accuracy %   per seed 0..4
   digits    0          98.36 ± 0.34      98.00 98.44 98.00 98.67 98.67
@@ -84,8 +84,9 @@ point. Only the stronger view is degraded; NTDH's fixed 3:1 ratio
 positive student level here would only lower both views. std is the sample
 std (ddof 1) over the 5 seeds.
 
-The lead's config ``sweeps/configs/digits_kd.py`` re-measures these within
-the sweep engine; the defaults were measured at ``size=8`` only.
+``sweeps/configs/digits_kd.py`` re-measures the defaults through the sweep
+engine (its teacher and its no-KD student are this CNN on each view alone);
+its numbers are in the README. The defaults were chosen at ``size=8`` only.
 """
 
 from __future__ import annotations
