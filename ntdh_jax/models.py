@@ -150,6 +150,26 @@ def _check_images(x, model: str, min_size: int):
 # -- networks ------------------------------------------------------------------
 
 
+def _conv_pool_blocks(module, x, train: bool):
+  """(3×3 conv → [BatchNorm] → ReLU → 2×2 max-pool) per ``module.channels``,
+  inside ``module``'s compact ``__call__`` (layers ``conv_i``, ``bn_i``)."""
+  for i, width in enumerate(module.channels):
+    x = _conv(x, width, module.init_scheme, f"conv_{i}",
+              use_bias=not module.batch_norm)
+    if module.batch_norm:
+      x = _batch_norm(x, train, f"bn_{i}")
+    x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+  return x
+
+
+def _dense_head(module, x, train: bool, return_features: bool):
+  """ReLU dense layer (the features), [dropout], linear head."""
+  features = nn.relu(_dense(x, module.dense, module.init_scheme, "dense"))
+  x = _dropout(features, module.dropout, train)
+  logits = _dense(x, module.num_classes, module.init_scheme, "head")
+  return (logits, features) if return_features else logits
+
+
 class MLP(nn.Module):
   """ReLU multilayer perceptron: (Dense → [BatchNorm] → ReLU → [Dropout]) per
   entry of ``hidden``, then a linear head.
@@ -302,17 +322,9 @@ class SmallCNN(nn.Module):
     Each pool halves H and W (rounding down), so H, W >= 2**len(channels).
     """
     _check_images(x, "SmallCNN", 2 ** len(self.channels))
-    for i, width in enumerate(self.channels):
-      x = _conv(x, width, self.init_scheme, f"conv_{i}",
-                use_bias=not self.batch_norm)
-      if self.batch_norm:
-        x = _batch_norm(x, train, f"bn_{i}")
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-    x = x.reshape(x.shape[0], -1)
-    features = nn.relu(_dense(x, self.dense, self.init_scheme, "dense"))
-    x = _dropout(features, self.dropout, train)
-    logits = _dense(x, self.num_classes, self.init_scheme, "head")
-    return (logits, features) if return_features else logits
+    x = _conv_pool_blocks(self, x, train)
+    return _dense_head(self, x.reshape(x.shape[0], -1), train,
+                       return_features)
 
 
 class ConvNet(nn.Module):
@@ -352,17 +364,8 @@ class ConvNet(nn.Module):
     Each pool halves H and W (rounding down), so H, W >= 2**len(channels).
     """
     _check_images(x, "ConvNet", 2 ** len(self.channels))
-    for i, width in enumerate(self.channels):
-      x = _conv(x, width, self.init_scheme, f"conv_{i}",
-                use_bias=not self.batch_norm)
-      if self.batch_norm:
-        x = _batch_norm(x, train, f"bn_{i}")
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-    x = x.mean(axis=(1, 2))
-    features = nn.relu(_dense(x, self.dense, self.init_scheme, "dense"))
-    x = _dropout(features, self.dropout, train)
-    logits = _dense(x, self.num_classes, self.init_scheme, "head")
-    return (logits, features) if return_features else logits
+    x = _conv_pool_blocks(self, x, train)
+    return _dense_head(self, x.mean(axis=(1, 2)), train, return_features)
 
 
 class SegmentationNet(nn.Module):

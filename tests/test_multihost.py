@@ -26,23 +26,10 @@ import pytest
 
 from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
+from tests.test_sweep import SWEEP_CONFIG  # the same toy sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The toy sweep of test_sweep.py: 3 teachers, 12 students.
-SWEEP_CONFIG = '''
-from tests import toy_programs
-
-def get_config(arg=None):
-  c = toy_programs.get_config()
-  c.seeds = 3
-  c.segments = 6
-  return c
-
-def get_hyper(h):
-  return h.product([h.sweep("config.alpha", [0.0, 0.5]),
-                    h.sweep("config.student_lr", [0.3, 0.6])])
-'''
 FLAGS = dict(chunk_size=2, segments_per_call=2, vmap_size=1)
 PROCESSES = 2
 TIMEOUT_S = 420  # for the whole multi-process sweep; a hang fails, never waits

@@ -345,18 +345,24 @@ def test_killed_cli_sweep_resumes_to_identical_rows(tmp_path, sweep_config,
   assert not os.path.exists(workdir / "chunks")
 
 
-def test_two_devices_give_the_same_teacher_bits_as_one(tmp_path, reference):
-  teachers = [s for s in reference.specs if s.stage == "teacher"]
+def _sweep_on_devices(devices, workdir, specs, flags=""):
+  """``run_sweep`` of ``specs`` in a subprocess with ``devices`` CPU
+  devices (``flags``: more keyword arguments, as Python source)."""
   script = ("import sys, pickle\n"
             "from ntdh_jax.train import sweep\n"
             "from tests import toy_programs as tp\n"
             "sweep.run_sweep(pickle.load(sys.stdin.buffer), sys.argv[1], "
-            "build_program=tp.build_program, chunk_size=2, "
-            "segments_per_call=2, vmap_size=1, progress=False)\n")
+            f"build_program=tp.build_program, progress=False, {flags})\n")
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
-                 input=pickle.dumps(teachers), env=env, cwd=REPO)
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  subprocess.run([sys.executable, "-c", script, str(workdir)], check=True,
+                 input=pickle.dumps(specs), env=env, cwd=REPO)
+
+
+def test_two_devices_give_the_same_teacher_bits_as_one(tmp_path, reference):
+  teachers = [s for s in reference.specs if s.stage == "teacher"]
+  _sweep_on_devices(2, tmp_path, teachers,
+                    "chunk_size=2, segments_per_call=2, vmap_size=1")
   assert _rows_by_id(tmp_path) == {s.run_id: reference.rows[s.run_id]
                                    for s in teachers}
 
@@ -367,15 +373,7 @@ def test_default_flags_give_the_same_bits_on_any_device_count(tmp_path):
   specs = tp.specs(teacher_lrs=(0.5,), student_lrs=(0.1, 0.2, 0.3, 0.4, 0.5),
                    alphas=(0.0, 0.25, 0.5, 0.75), seeds=(0,))
   one = {r["run_id"]: r for r in _sweep(tmp_path / "one", specs)}
-  script = ("import sys, pickle\n"
-            "from ntdh_jax.train import sweep\n"
-            "from tests import toy_programs as tp\n"
-            "sweep.run_sweep(pickle.load(sys.stdin.buffer), sys.argv[1], "
-            "build_program=tp.build_program, progress=False)\n")
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  subprocess.run([sys.executable, "-c", script, str(tmp_path / "two")],
-                 check=True, input=pickle.dumps(specs), env=env, cwd=REPO)
+  _sweep_on_devices(2, tmp_path / "two", specs)
   assert len(one) == 21
   assert _rows_by_id(tmp_path / "two") == one
 

@@ -5,7 +5,7 @@
 
 Arguments (``:arg``): a part — ``fig3``, ``weights``, ``alg1``, ``alg2`` or
 ``all`` (default) — and/or ``quick`` (3 seeds, fewer grid points, a fifth of
-the epochs and the tuned preset only: a smoke run of every part in about two
+the epochs and the tuned preset only: a smoke run of every part in about three
 minutes), e.g. ``:fig3,quick``; ``mfh`` runs
 Fig. 3 on MFH's Gaussian family with linear classifiers instead.
 

@@ -62,6 +62,12 @@ class StageConfig:
     check_choice("optimizer", self.optimizer, OPTIMIZERS)
 
 
+def fill_teacher_model(config) -> None:
+  """A config's ``teacher_model``, normalised; ``None`` means ``model``."""
+  object.__setattr__(config, "teacher_model", models.normalise(
+      config.model if config.teacher_model is None else config.teacher_model))
+
+
 def _check_int(name, value, low):
   if isinstance(value, bool) or not isinstance(value, int) or value < low:
     raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")

@@ -23,7 +23,6 @@ import optax
 
 from ntdh_jax import divergences
 from ntdh_jax import masks
-from ntdh_jax import models
 from ntdh_jax.train.program import Program
 from ntdh_jax.train.stages import common
 
@@ -43,8 +42,7 @@ class JointConfig(common.StageConfig):
 
   def __post_init__(self):
     super().__post_init__()
-    object.__setattr__(self, "teacher_model", models.normalise(
-        self.model if self.teacher_model is None else self.teacher_model))
+    common.fill_teacher_model(self)
     common.check_choice("joint_distance", self.joint_distance, DISTANCES)
     common._check_int("importance_repeats", self.importance_repeats, low=1)
 

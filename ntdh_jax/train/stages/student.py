@@ -26,7 +26,6 @@ import optax
 
 from ntdh_jax import divergences
 from ntdh_jax import masks
-from ntdh_jax import models
 from ntdh_jax.train import objectives
 from ntdh_jax.train.program import Program
 from ntdh_jax.train.stages import common
@@ -55,8 +54,7 @@ class StudentConfig(common.StageConfig):
 
   def __post_init__(self):
     super().__post_init__()
-    object.__setattr__(self, "teacher_model", models.normalise(
-        self.model if self.teacher_model is None else self.teacher_model))
+    common.fill_teacher_model(self)
     common.check_choice("distill", self.distill,
                         ("none",) + tuple(objectives.DISTILLERS))
     common.check_choice("sample_mask", self.sample_mask, SAMPLE_MASKS)
