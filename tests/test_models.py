@@ -17,17 +17,11 @@ from jax import lax
 from scipy import stats
 
 from ntdh_jax import models
+from tests.fast_jit import fast_jit
 
 KEY = jax.random.key(0)
 
-# The file compiles ~40 small programs whose run time is milliseconds:
-# XLA:CPU's legacy emitters and LLVM at -O0 cut their compile time 5-10×
-# (a vmapped random init: 7 s -> 0.5 s). Every comparison below is between
-# programs compiled with these options.
-FAST_COMPILE = {"xla_backend_optimization_level": 0,
-                "xla_llvm_disable_expensive_passes": True,
-                "xla_cpu_use_fusion_emitters": False}
-_jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+_jit = fast_jit  # many small programs: compile them cheaply
 
 # -- the modules themselves ----------------------------------------------------
 

@@ -17,14 +17,9 @@ from ntdh_jax import masks
 from ntdh_jax import models
 from ntdh_jax.train import stages
 from ntdh_jax.train.stages import common
+from tests.fast_jit import fast_jit
 
-# The file compiles ~25 small programs whose run time is milliseconds:
-# XLA:CPU's legacy emitters and LLVM at -O0 cut their compile time about 3×.
-# Every comparison below is between programs compiled with these options.
-FAST_COMPILE = {"xla_backend_optimization_level": 0,
-                "xla_llvm_disable_expensive_passes": True,
-                "xla_cpu_use_fusion_emitters": False}
-_jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+_jit = fast_jit  # many small programs: compile them cheaply
 
 NTDH = {"data": {"name": "ntdh"}, "model": {"name": "mlp", "hidden": [8]},
         "epochs": 4, "eval_every": 2}

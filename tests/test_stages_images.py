@@ -3,7 +3,6 @@ dropout under jit(vmap), per-pixel segmentation with an ignore label, and a
 CNN teacher beside an MLP student."""
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +11,9 @@ import pytest
 
 from ntdh_jax import data as data_lib
 from ntdh_jax.train import stages
+from tests.fast_jit import fast_jit
 
-# Small programs that run for milliseconds: compile them cheaply (as in
-# test_programs.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0,
-                "xla_llvm_disable_expensive_passes": True,
-                "xla_cpu_use_fusion_emitters": False}
-_jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+_jit = fast_jit  # many small programs: compile them cheaply
 KEYS = jax.random.split(jax.random.PRNGKey(0), 2)
 HP = {"lr": jnp.full((2,), 1e-3, jnp.float32),
       "momentum": jnp.zeros((2,), jnp.float32)}

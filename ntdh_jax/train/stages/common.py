@@ -16,6 +16,7 @@ import optax
 
 from ntdh_jax import data as data_lib
 from ntdh_jax import divergences
+from ntdh_jax import losses
 from ntdh_jax import metrics as metrics_lib
 from ntdh_jax import models
 
@@ -213,12 +214,16 @@ def batched_sums(fn: Callable, n: int, batch_size: int):
   """
   if n <= batch_size:
     return fn(None, None)
+  sums = jax.lax.map(lambda a: fn(*a), _batches(n, batch_size))
+  return jax.tree.map(lambda s: jnp.sum(s, axis=0), sums)
+
+
+def _batches(n: int, batch_size: int):
+  """``(rows, weight)``, both ``[ceil(n / batch_size), batch_size]``: the
+  last batch is padded by repeating the last example, with weight 0."""
   num = -(-n // batch_size)
   index = jnp.arange(num * batch_size).reshape(num, batch_size)
-  rows = jnp.minimum(index, n - 1)  # padding repeats the last example
-  weight = (index < n).astype(jnp.float32)
-  sums = jax.lax.map(lambda a: fn(*a), (rows, weight))
-  return jax.tree.map(lambda s: jnp.sum(s, axis=0), sums)
+  return jnp.minimum(index, n - 1), (index < n).astype(jnp.float32)
 
 
 def batched_map(fn: Callable, n: int, batch_size: int):
@@ -226,11 +231,8 @@ def batched_map(fn: Callable, n: int, batch_size: int):
   outputs ``[n, ...]`` (``rows=None``: all at once, as ``batched_sums``)."""
   if n <= batch_size:
     return fn(None)
-  num = -(-n // batch_size)
-  rows = jnp.minimum(jnp.arange(num * batch_size), n - 1)
-  out = jax.lax.map(fn, rows.reshape(num, batch_size))
-  return jax.tree.map(
-      lambda o: o.reshape((num * batch_size,) + o.shape[2:])[:n], out)
+  out = jax.lax.map(fn, _batches(n, batch_size)[0])
+  return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:n], out)
 
 
 def masked_sum(values, where, weight):
@@ -239,8 +241,13 @@ def masked_sum(values, where, weight):
   if where is not None:
     values = jnp.where(where, values, 0.0)
   if weight is not None:
-    values = values * weight.reshape(weight.shape + (1,) * (values.ndim - 1))
+    values = values * _per_entry(weight, values.ndim)
   return jnp.sum(values)
+
+
+def _per_entry(weight, ndim: int):
+  """A per-example ``f32[b]`` broadcast over an example's entries."""
+  return weight.reshape(weight.shape + (1,) * (ndim - 1))
 
 
 def count(labels, where, weight):
@@ -250,12 +257,10 @@ def count(labels, where, weight):
 
 def cross_entropy(logits, labels, where):
   """Mean softmax cross-entropy over the valid labels of a batch."""
-  if where is None:
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-        logits, labels))
-  safe = jnp.where(where, labels, 0)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
-  return jnp.sum(jnp.where(where, ce, 0.0)) / jnp.maximum(jnp.sum(where), 1)
+  safe = labels if where is None else jnp.where(where, labels, 0)
+  return losses.reduce_loss(
+      optax.softmax_cross_entropy_with_integer_labels(logits, safe), where,
+      "mean")
 
 
 def classification_sums(logits, labels, where, weight, num_classes: int,
@@ -267,8 +272,7 @@ def classification_sums(logits, labels, where, weight, num_classes: int,
   if segmentation:
     valid = jnp.ones(jnp.shape(labels), bool) if where is None else where
     if weight is not None:
-      valid = valid & (weight.reshape(weight.shape + (1,) * (labels.ndim - 1))
-                       > 0)
+      valid = valid & (_per_entry(weight, labels.ndim) > 0)
     sums["confusion"] = metrics_lib.confusion_matrix(
         logits, labels, num_classes, where=valid)
   return sums

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from ntdh_jax import divergences
+from ntdh_jax import losses
 from ntdh_jax import masks
 from ntdh_jax.train.program import Program
 from ntdh_jax.train.stages import common
@@ -72,11 +73,7 @@ def make(c: JointConfig) -> Program:
       return jnp.mean((t_logits - s_logits) ** 2)
     d = divergences.decompose(teacher_logits=t_logits,
                               student_logits=s_logits, labels=y, where=where)
-    values = getattr(d, c.joint_distance)
-    if where is None:
-      return jnp.mean(values)
-    return common.masked_sum(values, where, None) / jnp.maximum(
-        jnp.sum(where), 1)
+    return losses.reduce_loss(getattr(d, c.joint_distance), where, "mean")
 
   def init(hparams, key, arrays, inputs):
     del arrays, inputs

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from ntdh_jax import divergences
+from ntdh_jax import losses
 from ntdh_jax import masks
 from ntdh_jax.train import objectives
 from ntdh_jax.train.program import Program
@@ -153,11 +154,9 @@ def make(c: StudentConfig) -> Program:
             ncjsd, common.hp(hparams, "mask_ratio"),
             common.hp(hparams, "mask_kind"), k_mask, where=where)
         kd = jnp.sum(keep * values) / jnp.maximum(jnp.sum(keep), 1.0)
-      elif where is not None and values.ndim:
-        kd = common.masked_sum(values, where, None) / jnp.maximum(
-            jnp.sum(where), 1)
-      else:
-        kd = jnp.mean(values)
+      else:  # batch-level losses (RKD, PKT, SP, CRD) are already a mean
+        kd = losses.reduce_loss(values, where if values.ndim else None,
+                                "mean")
       return combine(ce, kd, hparams), (ce, kd, state, aux_state)
 
     def step(carry_, rows, k):
