@@ -103,5 +103,92 @@ def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
       if name not in ("_CHECKPOINT_METADATA", "commit_success.txt"):
         with open(os.path.join(root, name), "wb") as f:
           f.write(b"\x00garbage")
-  with pytest.raises(ValueError, match="corrupted or unreadable"):
+  with pytest.raises(checkpoint.CheckpointCorrupted,
+                     match=r"'.*/t' step 0: cannot read its files or digest"):
     checkpoint.restore(tmp_path / "t", _abstract(tree))
+
+
+def _data_files(step_dir):
+  """The files holding array bytes (orbax's ocdbt data blocks)."""
+  return sorted(os.path.join(root, name)
+                for root, _, names in os.walk(step_dir) for name in names
+                if os.sep + "d" + os.sep in os.path.join(root, name) + os.sep
+                and "ocdbt.process" in root)
+
+
+def test_one_flipped_byte_is_caught_and_named(tmp_path):
+  tree = {"w": np.arange(64, dtype=np.float32)}
+  checkpoint.save(tmp_path / "t", 0, tree)
+  victim = _data_files(tmp_path / "t" / "0")[-1]
+  with open(victim, "r+b") as f:  # one byte in the middle of the file
+    f.seek(os.path.getsize(victim) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 1]))
+  rel = os.path.relpath(victim, tmp_path / "t" / "0")
+  for read in (lambda: checkpoint.restore(tmp_path / "t", tree),
+               lambda: checkpoint.saved_spec(tmp_path / "t"),
+               lambda: checkpoint.verify(tmp_path / "t")):
+    with pytest.raises(checkpoint.CheckpointCorrupted,
+                       match=rf"{rel} differs from its digest"):
+      read()
+
+
+def test_deleted_and_added_files_are_named(tmp_path):
+  checkpoint.save(tmp_path / "t", 0, {"w": np.zeros(4, np.float32)})
+  os.remove(_data_files(tmp_path / "t" / "0")[0])
+  (tmp_path / "t" / "0" / "stray").write_text("x")
+  with pytest.raises(checkpoint.CheckpointCorrupted,
+                     match=r"is missing; stray was added"):
+    checkpoint.verify(tmp_path / "t")
+
+
+def test_an_unsealed_step_is_skipped_then_replaced(tmp_path):
+  """A save killed after orbax finalised step 2 but before the seal: the
+  sealed step 1 stays the latest, and saving step 2 again replaces it."""
+  directory = tmp_path / "c"
+  for step in (1, 2):
+    checkpoint.save(directory, step, {"x": np.full(2, step, np.int32)})
+  os.remove(directory / "2" / checkpoint.DIGEST)
+  assert checkpoint.latest_step(directory) == 1
+  with pytest.raises(FileNotFoundError, match=r"step\(s\) \[2\] have no"):
+    checkpoint.restore(directory, {"x": np.zeros(2, np.int32)}, step=2)
+  checkpoint.save(directory, 2, {"x": np.full(2, 7, np.int32)}, keep=1)
+  assert sorted(os.listdir(directory)) == ["2"]
+  np.testing.assert_array_equal(
+      checkpoint.restore(directory, {"x": np.zeros(2, np.int32)})["x"], [7, 7])
+
+
+def test_keep_deletes_old_steps_only_after_sealing_the_new_one(tmp_path,
+                                                               monkeypatch):
+  directory = tmp_path / "c"
+  checkpoint.save(directory, 1, {"x": np.ones(2, np.float32)}, keep=1)
+
+  def killed(step_dir):
+    raise KeyboardInterrupt("killed before the seal")
+  monkeypatch.setattr(checkpoint, "_seal", killed)
+  with pytest.raises(KeyboardInterrupt):
+    checkpoint.save(directory, 2, {"x": np.ones(2, np.float32)}, keep=1)
+  assert checkpoint.latest_step(directory) == 1  # still restorable
+  checkpoint.verify(directory, 1)
+
+
+def test_reading_never_deletes_leftovers_of_a_killed_save(tmp_path):
+  """Only ``save`` cleans up temporary directories, and it waits for the
+  cleanup: a reader's cleanup ran in the background and raced the next save
+  (which then failed on a missing ``_CHECKPOINT_METADATA``)."""
+  tree = {"x": np.arange(100, dtype=np.float32)}
+  for attempt in range(10):
+    directory = tmp_path / f"c{attempt}"
+    checkpoint.save(directory, 1, tree, keep=1)
+    leftover = directory / "2.orbax-checkpoint-tmp-1234"
+    leftover.mkdir()
+    for i in range(100):
+      (leftover / f"f{i}").write_bytes(b"x" * 100)
+    checkpoint.restore(directory, tree)
+    checkpoint.saved_spec(directory)
+    assert leftover.exists()
+    checkpoint.save(directory, 2, tree, keep=1)
+    assert not leftover.exists()
+    assert sorted(os.listdir(directory)) == ["2"]
+    checkpoint.restore(directory, tree)
