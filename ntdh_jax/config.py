@@ -26,6 +26,8 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from ntdh_jax.errors import UserError
+
 ConfigDict = ml_collections.ConfigDict
 
 
@@ -81,6 +83,29 @@ def _coerce(key: str, value: Any, current: Any) -> Any:
                      f"(its current value is {current!r}), got "
                      f"{type(value).__name__} {value!r}.")
   return value
+
+
+def check_count(config: ConfigDict, key: str, low: int = 1) -> int:
+  """``config[key]`` (a dotted key), which must be an integer >= ``low``:
+  counts (seeds, repeats) that a plan loops over."""
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    raise UserError(f"config.{key} must be an integer >= {low}, got "
+                    f"{value!r}.")
+  return value
+
+
+def check_nonempty(config: ConfigDict, key: str) -> list:
+  """``config[key]`` (a dotted key), a list a plan loops over: empty, the
+  plan would silently leave its part out."""
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  if not isinstance(value, (list, tuple)) or not value:
+    raise UserError(f"config.{key} must be a non-empty list, got {value!r}.")
+  return list(value)
 
 
 def valid_keys(config: ConfigDict, prefix: str = "") -> list[str]:

@@ -34,7 +34,7 @@ def test_registered():
   assert source.get("digits") is SRC
   assert source.normalise({"name": "digits"}) == {
       "name": "digits", **dataclasses.asdict(digits.DigitsConfig())}
-  assert SRC.hparams == ()
+  assert SRC.hparams == {}
 
 
 def test_spec_and_split_sizes(loaded):

@@ -213,7 +213,7 @@ class DigitsSource(source.DataSource):
   """scikit-learn digits (teacher) and their MNIST-M-style twin (student)."""
   name = "digits"
   Config = DigitsConfig
-  hparams = ()
+  hparams = {}
 
   def spec(self, config) -> source.DataSpec:
     s = config.size

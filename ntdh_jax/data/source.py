@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntdh_jax import hparams as hparams_lib
+
 Arrays = Mapping[str, np.ndarray]
 
 
@@ -96,7 +98,10 @@ class DataSource:
   are not model input as they are)."""
   name: str = ""
   Config: type = NoConfig
-  hparams: tuple[str, ...] = ()  # traced hyperparameters ``views`` reads
+  # The traced hyperparameters ``views`` reads and their valid ranges,
+  # checked on the host when a run is planned (under a trace they cannot
+  # raise).
+  hparams: Mapping[str, hparams_lib.Range] = {}
 
   def spec(self, config) -> DataSpec:
     raise NotImplementedError

@@ -44,6 +44,7 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from ntdh_jax import hparams as hparams_lib
 from ntdh_jax import validation
 from ntdh_jax.data import source
 
@@ -395,7 +396,8 @@ class NTDHSource(source.DataSource):
   ``y_*: i32[n]``); ``views`` draws the run's noise columns from its key."""
   name = "ntdh"
   Config = NTDHConfig
-  hparams = ("gamma",)
+  # γ sets 20·(1 − γ) shared columns, so it must make that a whole number.
+  hparams = {"gamma": hparams_lib.Range(0.0, 1.0, step=0.05)}
 
   def spec(self, config):
     del config
@@ -430,7 +432,7 @@ class MFHSource(source.DataSource):
   ``arrays`` is empty."""
   name = "mfh"
   Config = MFHConfig
-  hparams = ("overlap",)
+  hparams = {"overlap": hparams_lib.Range(0, 10, integer=True)}
 
   def spec(self, config):
     return source.DataSpec(

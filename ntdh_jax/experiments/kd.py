@@ -18,6 +18,7 @@ from typing import Sequence
 
 import ml_collections
 
+from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
 from ntdh_jax.experiments import tables
 from ntdh_jax.train import stages
@@ -37,23 +38,27 @@ def _static(c, model) -> dict:
 def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
   specs = []
   for c in configs:
+    config_lib.check_count(c, "num_seeds")
+    config_lib.check_count(c, "seed", low=0)
     optim = {"lr": c.train.lr, "momentum": c.train.momentum}
+    keys = {"lr": "train.lr", "momentum": "train.momentum"}
     student_static = {**_static(c, c.model),
                       "teacher_model": c.teacher_model.to_dict()}
     for seed in range(c.seed, c.seed + c.num_seeds):
       teacher = stages.run_spec("teacher", _static(c, c.teacher_model), optim,
-                                seed, tags={"role": "teacher"})
+                                seed, tags={"role": "teacher"}, keys=keys)
       specs.append(teacher)
       specs.append(stages.run_spec(
           "student", {**student_static, "distill": "none"}, optim, seed,
-          tags={"role": "no_kd", "method": "none"}))
+          tags={"role": "no_kd", "method": "none"}, keys=keys))
       for name, method in c.methods.items():
         method = method.to_dict()
         static = {k: method.pop(k) for k in _STATIC if k in method}
         specs.append(stages.run_spec(
             "student", {**student_static, **static}, {**optim, **method},
             seed, needs={"teacher": teacher.run_id},
-            tags={"role": "kd", "method": name}))
+            tags={"role": "kd", "method": name},
+            keys={**keys, **{k: f"methods.{name}.{k}" for k in method}}))
   return specs
 
 

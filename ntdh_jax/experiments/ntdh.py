@@ -29,6 +29,7 @@ from typing import Sequence
 
 import ml_collections
 
+from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
 from ntdh_jax import masks
 from ntdh_jax.train import stages
@@ -48,7 +49,11 @@ def _data_hparams(c, gap) -> dict:
 
 
 class _Planner:
-  """Builds the runs of one config for one preset and one seed."""
+  """Builds the runs of one config for one preset and one seed.
+
+  Each run's hyperparameters are checked by ``stages.run_spec``; ``keys``
+  tells it which config key each one came from, for the error message.
+  """
 
   def __init__(self, c: ml_collections.ConfigDict, preset: str, seed: int):
     self.c, self.seed = c, seed
@@ -56,22 +61,26 @@ class _Planner:
     self.static = _base_static(c, values)
     self.optim = {"lr": values.lr, "momentum": values.momentum}
     self.kd = {"temperature": c.temperature, "kd_weight": c.kd_weight}
+    self.keys = {"lr": f"presets.{preset}.lr",
+                 "momentum": f"presets.{preset}.momentum",
+                 "temperature": "temperature", "kd_weight": "kd_weight"}
     self.tags = {"preset": preset}
     self.specs: list[RunSpec] = []
 
-  def add(self, stage, static, hparams, needs=None, **tags) -> RunSpec:
+  def add(self, stage, static, hparams, keys, needs=None, **tags) -> RunSpec:
     spec = stages.run_spec(stage, static, hparams, self.seed, needs=needs,
-                           tags={**self.tags, **tags})
+                           tags={**self.tags, **tags},
+                           keys={**self.keys, **keys})
     self.specs.append(spec)
     return spec
 
-  def teacher(self, gap, **static) -> RunSpec:
+  def teacher(self, gap, gap_key, **static) -> RunSpec:
     return self.add("teacher", {**self.static, **static},
                     {**_data_hparams(self.c, gap), **self.optim},
-                    role="teacher", gap=gap)
+                    _gap_keys(gap_key), role="teacher", gap=gap)
 
-  def student(self, gap, part, teacher=None, extra_static=None,
-              extra_hparams=None, **tags) -> RunSpec:
+  def student(self, gap, gap_key, part, teacher=None, extra_static=None,
+              extra_hparams=None, keys=None, **tags) -> RunSpec:
     static = {**self.static, "kd_form": self.c.kd_form,
               **(extra_static or {})}
     hparams = {**_data_hparams(self.c, gap), **self.optim}
@@ -79,15 +88,17 @@ class _Planner:
       hparams.update(self.kd)
     hparams.update(extra_hparams or {})
     return self.add("student", static, hparams,
+                    {**_gap_keys(gap_key), **(keys or {})},
                     needs=None if teacher is None else {
                         "teacher": teacher.run_id},
                     part=part, gap=gap, **tags)
 
   def fig3(self):
     for gap in self.c.gaps:
-      teacher = self.teacher(gap)
-      self.student(gap, "fig3", role="no_kd", extra_static={"distill": "none"})
-      self.student(gap, "fig3", teacher, role="kd",
+      teacher = self.teacher(gap, "gaps")
+      self.student(gap, "gaps", "fig3", role="no_kd",
+                   extra_static={"distill": "none"})
+      self.student(gap, "gaps", "fig3", teacher, role="kd",
                    extra_static={"distill": "kl"})
 
   def weights(self):
@@ -95,11 +106,13 @@ class _Planner:
     grid = sorted({(a, w.fixed_beta) for a in w.alphas}
                   | {(w.fixed_alpha, b) for b in w.betas})
     for gap in self.c.gaps:
-      teacher = self.teacher(gap)
+      teacher = self.teacher(gap, "gaps")
       for alpha, beta in grid:
-        self.student(gap, "weights", teacher, role="kd",
+        self.student(gap, "gaps", "weights", teacher, role="kd",
                      extra_static={"distill": "dkd"},
-                     extra_hparams={"alpha": alpha, "beta": beta})
+                     extra_hparams={"alpha": alpha, "beta": beta},
+                     keys={"alpha": "weights.alphas or weights.fixed_alpha",
+                           "beta": "weights.betas or weights.fixed_beta"})
 
   def alg1(self):
     a = self.c.alg1
@@ -108,6 +121,8 @@ class _Planner:
           "joint", {**self.static, "joint_distance": a.distance,
                     "importance_repeats": a.repeats},
           {**_data_hparams(self.c, gap), "lr": a.lr, "momentum": a.momentum},
+          {**_gap_keys("alg1.gaps"), "lr": "alg1.lr",
+           "momentum": "alg1.momentum"},
           role="joint", part="alg1", gap=gap)
       for kind in a.kinds:
         for ratio in a.ratios:
@@ -115,24 +130,39 @@ class _Planner:
               "teacher", {**self.static, "feature_mask": "importance"},
               {**_data_hparams(self.c, gap), **self.optim,
                "mask_ratio": ratio, "mask_kind": masks.kind_code(kind)},
+              {**_gap_keys("alg1.gaps"), "mask_ratio": "alg1.ratios",
+               "mask_kind": "alg1.kinds"},
               needs={"joint": joint.run_id}, role="masked_teacher",
               part="alg1",
               gap=gap, kind=kind, ratio=ratio)
-          self.student(gap, "alg1", teacher, role="kd",
+          self.student(gap, "alg1.gaps", "alg1", teacher, role="kd",
                        extra_static={"distill": "kl"}, kind=kind,
                        ratio=ratio)
 
   def alg2(self):
     a = self.c.alg2
     for gap in a.gaps:
-      teacher = self.teacher(gap)
+      teacher = self.teacher(gap, "alg2.gaps")
       for kind in a.kinds:
         for ratio in a.ratios:
-          self.student(gap, "alg2", teacher, role="kd",
+          self.student(gap, "alg2.gaps", "alg2", teacher, role="kd",
                        extra_static={"distill": "kl", "sample_mask": "ncjsd"},
                        extra_hparams={"mask_ratio": ratio,
                                       "mask_kind": masks.kind_code(kind)},
+                       keys={"mask_ratio": "alg2.ratios",
+                             "mask_kind": "alg2.kinds"},
                        kind=kind, ratio=ratio)
+
+
+def _gap_keys(key: str) -> dict:
+  return {"gamma": key, "overlap": key}
+
+
+# Lists a selected part loops over: empty, the part would plan nothing.
+_PART_LISTS = {"fig3": ("gaps",),
+               "weights": ("gaps", "weights.alphas", "weights.betas"),
+               "alg1": ("alg1.gaps", "alg1.kinds", "alg1.ratios"),
+               "alg2": ("alg2.gaps", "alg2.kinds", "alg2.ratios")}
 
 
 def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
@@ -143,6 +173,13 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
     if unknown:
       raise ValueError(f"config.parts has unknown parts {unknown}; valid: "
                        f"{PARTS}.")
+    config_lib.check_count(c, "num_seeds")
+    config_lib.check_count(c, "seed", low=0)
+    for part in config_lib.check_nonempty(c, "parts"):
+      for key in _PART_LISTS[part]:
+        config_lib.check_nonempty(c, key)
+    if "alg1" in c.parts:
+      config_lib.check_count(c, "alg1.repeats")
     for preset in c.presets:
       parts = [p for p in c.parts if p in c.presets[preset].parts]
       for seed in range(c.seed, c.seed + c.num_seeds):

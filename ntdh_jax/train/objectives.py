@@ -96,6 +96,10 @@ def make_distiller(name: str) -> Distiller:
   return DISTILLERS[name]()
 
 
+# The hyperparameters each distiller reads (the rest take none).
+HPARAMS: dict[str, tuple[str, ...]] = {"kl": ("temperature",),
+                                       "dkd": ("alpha", "beta", "temperature")}
+
 DISTILLERS: dict[str, Callable[[], Distiller]] = {
     "kl": lambda: _stateless(lambda b, hp: losses.kd(
         b.student_logits, b.teacher_logits, hp["temperature"], where=b.where,

@@ -10,8 +10,10 @@
 A stage's static config is a frozen dataclass (``STAGES[stage].config``);
 ``normalise`` fills every default — of the stage, of its data source and of
 its models — so ``{}`` and ``{"batch_size": 0}`` hash to one program and one
-run id. ``run_spec`` builds a ``RunSpec`` from a normalised config; the
-sweep engine calls ``build_program``.
+run id. A stage also declares the hyperparameters its program reads and
+their ranges (``STAGES[stage].hparams``). ``run_spec`` builds a ``RunSpec``
+from a normalised config and checked hyperparameters; the sweep engine calls
+``build_program``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping, NamedTuple
 
+from ntdh_jax import hparams as hparams_lib
 from ntdh_jax.train.program import Program, RunSpec
 from ntdh_jax.train.stages import joint
 from ntdh_jax.train.stages import student
@@ -28,12 +31,13 @@ from ntdh_jax.train.stages import teacher
 class Stage(NamedTuple):
   config: type  # a frozen dataclass of the stage's static options
   make: Callable[..., Program]
+  hparams: Callable[..., dict]  # config -> {name: Range} the program reads
 
 
 STAGES: dict[str, Stage] = {
-    "teacher": Stage(teacher.TeacherConfig, teacher.make),
-    "student": Stage(student.StudentConfig, student.make),
-    "joint": Stage(joint.JointConfig, joint.make),
+    "teacher": Stage(teacher.TeacherConfig, teacher.make, teacher.hparams),
+    "student": Stage(student.StudentConfig, student.make, student.hparams),
+    "joint": Stage(joint.JointConfig, joint.make, joint.hparams),
 }
 
 
@@ -69,7 +73,13 @@ def build_program(stage: str, static: Mapping) -> Program:
 
 def run_spec(stage: str, static: Mapping, hparams: Mapping, seed: int,
              needs: Mapping[str, str] | None = None,
-             tags: Mapping | None = None) -> RunSpec:
-  """A ``RunSpec`` of ``stage`` whose static config is normalised first."""
-  return RunSpec.make(stage, normalise(stage, static), hparams, seed,
+             tags: Mapping | None = None,
+             keys: Mapping[str, str] | None = None) -> RunSpec:
+  """A ``RunSpec`` of ``stage`` whose static config is normalised and whose
+  hyperparameters are checked against the ranges the stage declares
+  (``hparams.check``; ``keys`` maps a hyperparameter to the config key it
+  came from, for the message)."""
+  config = _config(stage, static)
+  hparams_lib.check(stage, hparams, STAGES[stage].hparams(config), keys)
+  return RunSpec.make(stage, dataclasses.asdict(config), hparams, seed,
                       needs=needs, tags=tags)

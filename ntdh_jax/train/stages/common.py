@@ -16,6 +16,7 @@ import optax
 
 from ntdh_jax import data as data_lib
 from ntdh_jax import divergences
+from ntdh_jax import hparams as hparams_lib
 from ntdh_jax import losses
 from ntdh_jax import metrics as metrics_lib
 from ntdh_jax import models
@@ -61,6 +62,16 @@ class StageConfig:
       raise ValueError(f"epochs ({self.epochs}) must be a multiple of "
                        f"eval_every ({self.eval_every}).")
     check_choice("optimizer", self.optimizer, OPTIMIZERS)
+
+
+def base_hparams(config: StageConfig, *names: str) -> dict:
+  """``{name: Range}`` of the hyperparameters every stage reads (its
+  optimiser's and its data source's gap knob) and of ``names``."""
+  ranges = {n: hparams_lib.RANGES[n]
+            for n in OPTIMIZERS[config.optimizer][1].values()}
+  ranges.update(data_lib.get(config.data["name"]).hparams)
+  ranges.update({n: hparams_lib.RANGES[n] for n in names})
+  return ranges
 
 
 def fill_teacher_model(config) -> None:

@@ -48,6 +48,11 @@ class JointConfig(common.StageConfig):
     common._check_int("importance_repeats", self.importance_repeats, low=1)
 
 
+def hparams(c: JointConfig) -> dict:
+  """``{name: Range}`` of the hyperparameters the program reads."""
+  return common.base_hparams(c)
+
+
 def _per_example(values, where):
   """Per-example mean over the pixels of a segmentation example."""
   if values.ndim == 1:

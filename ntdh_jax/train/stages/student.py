@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from ntdh_jax import divergences
+from ntdh_jax import hparams as hparams_lib
 from ntdh_jax import losses
 from ntdh_jax import masks
 from ntdh_jax.train import objectives
@@ -60,6 +61,19 @@ class StudentConfig(common.StageConfig):
                         ("none",) + tuple(objectives.DISTILLERS))
     common.check_choice("sample_mask", self.sample_mask, SAMPLE_MASKS)
     common.check_choice("kd_form", self.kd_form, KD_FORMS)
+
+
+def hparams(c: StudentConfig) -> dict:
+  """``{name: Range}`` of the hyperparameters the program reads."""
+  names = ()
+  if c.distill != "none":
+    names = ("kd_weight",) + objectives.HPARAMS.get(c.distill, ())
+  if c.sample_mask != "none":
+    names += ("mask_ratio", "mask_kind")
+  ranges = common.base_hparams(c, *names)
+  if c.distill != "none" and c.kd_form == "convex":  # (1 − λ)·CE + λ·KD
+    ranges["kd_weight"] = hparams_lib.Range(0.0, 1.0)
+  return ranges
 
 
 def make(c: StudentConfig) -> Program:

@@ -37,6 +37,13 @@ class TeacherConfig(common.StageConfig):
     common.check_choice("feature_mask", self.feature_mask, FEATURE_MASKS)
 
 
+def hparams(c: TeacherConfig) -> dict:
+  """``{name: Range}`` of the hyperparameters the program reads."""
+  masked = c.feature_mask != "none"
+  return common.base_hparams(
+      c, *(("mask_ratio", "mask_kind") if masked else ()))
+
+
 def outputs_spec(data: common.Data, model_config) -> dict:
   """The abstract ``outputs`` of a teacher run (what students restore)."""
   net = common.network(model_config, data.spec)
