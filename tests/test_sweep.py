@@ -68,6 +68,8 @@ def _lines(workdir):
 
 def _rows_by_id(workdir):
   rows = [json.loads(line) for line in _lines(workdir)]
+  for row in rows:  # a sweep run without a fingerprint writes none
+    row.pop("config_digest", None)
   by_id = {r["run_id"]: r for r in rows}
   assert len(by_id) == len(rows), "duplicate rows"
   return by_id

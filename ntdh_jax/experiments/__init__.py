@@ -18,8 +18,12 @@ from typing import Callable, Mapping, Sequence
 import jax
 import ml_collections
 
+from ntdh_jax.errors import UserError
 from ntdh_jax.train.program import Program, RunSpec
-from ntdh_jax.train.sweep import DEFAULT_VMAP_SIZE, run_sweep
+from ntdh_jax.train.sweep import DEFAULT_VMAP_SIZE
+from ntdh_jax.train.sweep import disk_full_is_a_user_error
+from ntdh_jax.train.sweep import hold_workdir
+from ntdh_jax.train.sweep import run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +68,12 @@ def run(configs: Sequence[ml_collections.ConfigDict], workdir: str, *,
         base: ml_collections.ConfigDict | None = None,
         chunk_size: int = 256, segments_per_call: int = 1,
         vmap_size: int | None = DEFAULT_VMAP_SIZE, progress: bool = True,
-        fingerprint: Mapping | None = None) -> list[dict]:
+        fingerprint: Mapping | None = None, wait: bool = False) -> list[dict]:
   """Plans, sweeps and reports the experiment named by ``config.experiment``.
+
+  Planning checks every value of the config (``stages.run_spec``) before
+  anything is written to ``workdir``; a bad one is a ``UserError`` naming
+  the config key. The sweep and the report hold the workdir's lock.
 
   Args:
     configs: the sweep's configs (a base config with each ``get_hyper``
@@ -73,8 +81,8 @@ def run(configs: Sequence[ml_collections.ConfigDict], workdir: str, *,
     workdir: the sweep's directory (see ``run_sweep``).
     base: the config before the hyper sweep, handed to ``report``
       (default: ``configs[0]``).
-    chunk_size, segments_per_call, vmap_size, progress, fingerprint: see
-      ``run_sweep``.
+    chunk_size, segments_per_call, vmap_size, progress, fingerprint, wait:
+      see ``run_sweep``.
 
   Returns:
     The results rows, one per distinct run.
@@ -83,11 +91,25 @@ def run(configs: Sequence[ml_collections.ConfigDict], workdir: str, *,
   if len(names) != 1:
     raise ValueError(f"A sweep runs one experiment; its configs name {names}.")
   experiment = get(names[0])
-  rows = run_sweep(experiment.plan(configs), workdir,
-                   build_program=experiment.build_program,
-                   chunk_size=chunk_size, segments_per_call=segments_per_call,
-                   vmap_size=vmap_size, progress=progress,
-                   fingerprint=fingerprint)
-  if jax.process_index() == 0:
-    experiment.report(rows, configs[0] if base is None else base, workdir)
+  try:
+    specs = experiment.plan(configs)
+  except (ValueError, TypeError, KeyError) as e:
+    if isinstance(e, UserError):
+      raise
+    # Planning only reads the config: what fails there is the config.
+    raise UserError(f"config of experiment {names[0]!r}: {e}") from e
+  if not specs:
+    raise UserError(f"The config plans no runs (experiment {names[0]!r}); "
+                    "check the lists and counts it loops over.")
+  with hold_workdir(workdir, wait):
+    rows = run_sweep(specs, workdir,
+                     build_program=experiment.build_program,
+                     chunk_size=chunk_size,
+                     segments_per_call=segments_per_call,
+                     vmap_size=vmap_size, progress=progress,
+                     fingerprint=fingerprint, wait=wait)
+    if jax.process_index() == 0:
+      with disk_full_is_a_user_error(workdir):
+        experiment.report(rows, configs[0] if base is None else base,
+                          workdir)
   return rows

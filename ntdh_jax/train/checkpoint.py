@@ -157,6 +157,26 @@ def latest_step(directory: str) -> int | None:
   return max(_steps(directory), default=None)
 
 
+def tree_digest(tree: PyTree) -> str:
+  """SHA-256 of a pytree's contents (leaf paths, dtypes, shapes, bytes):
+  equal for equal arrays however and whenever they were saved, unlike the
+  files, whose names and metadata differ between saves. PRNG keys count as
+  their key data, as stored; host arrays only (``jax.device_get`` first)."""
+  h = hashlib.sha256()
+  # By leaf name, so a NamedTuple and the dict orbax restores it as agree.
+  leaves = sorted((_leaf_name(p), x) for p, x in
+                  jax.tree_util.tree_flatten_with_path(tree)[0])
+  for name, leaf in leaves:
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None),
+                             jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    leaf = np.ascontiguousarray(leaf)
+    h.update(json.dumps([name, leaf.dtype.str,
+                         list(leaf.shape)]).encode())
+    h.update(leaf.tobytes())
+  return h.hexdigest()
+
+
 def verify(directory: str, step: int | None = None) -> int:
   """Checks the files of ``step`` (default: latest) against its seal.
 

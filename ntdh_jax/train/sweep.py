@@ -36,10 +36,18 @@ Resume protocol (a SIGKILL at any moment loses no run and duplicates none):
    one atomic write, then deletes the chunk checkpoints.
 3. On relaunch a chunk whose runs are all in ``results.jsonl`` is skipped;
    any other restarts from its newest checkpoint (or from ``init``; also when
-   the checkpoint does not fit, e.g. after a relaunch on another device
-   count). Outputs already saved are kept (recomputing gives the same bits).
+   the checkpoint does not fit or is corrupted, e.g. after a relaunch on
+   another device count). Outputs already saved are kept (recomputing gives
+   the same bits).
+4. Every checkpoint and stored output is sealed with a digest of its files
+   and verified when read (``checkpoint.py``). Before training, the stored
+   outputs that unfinished runs need are verified; a chunk whose outputs are
+   missing or corrupted is trained again (one warning line), and its new
+   rows must equal the stored ones, or the sweep stops.
 
 All steps are deterministic, so a resumed sweep gives bit-identical rows.
+With ``logging`` at INFO (``ntdh-sweep --verbose``) the engine logs a line
+at every checkpoint, stored output and batch of rows: progress markers.
 
 Launching on several devices and hosts
 --------------------------------------
@@ -58,6 +66,8 @@ takes part in the (collective) orbax saves; only process 0 writes
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -70,9 +80,10 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from ntdh_jax.train import checkpoint, sharding
+from ntdh_jax.errors import UserError
+from ntdh_jax.train import checkpoint, lock, sharding
 from ntdh_jax.train.program import Program, RunSpec
-from ntdh_jax.train.results import ResultsStore, flatten_dict
+from ntdh_jax.train.results import RESULTS, ResultsStore, flatten_dict
 
 CHUNKS = "chunks"
 OUTPUTS = "outputs"
@@ -262,7 +273,9 @@ class _Group:
         lambda s: jax.ShapeDtypeStruct((stored_width,) + tuple(s.shape),
                                        s.dtype), spec)
     try:
-      return jax.device_get(checkpoint.restore(directory, abstract))
+      return _read_outputs(directory, rows, path, abstract)
+    except checkpoint.CheckpointCorrupted:
+      raise
     except ValueError as e:
       raise ValueError(
           f"Outputs of run {run.needs_dict[role]} ({directory}) do not fit "
@@ -322,18 +335,22 @@ def _run_chunk(group: _Group, chunk: list[RunSpec], cid: str,
     done += segments
     checkpoint.save(directory, done, {"carry": carry, "history": history},
                     keep=1)
+    _LOG.info("Chunk %s: checkpoint at segment %d/%d.", cid, done, total)
 
   final, outputs = group.finish(group.data, carry, hp)
   outputs_path = os.path.join(OUTPUTS, chunk[0].signature, cid)
-  if checkpoint.latest_step(os.path.join(workdir, outputs_path)) is None:
-    checkpoint.save(os.path.join(workdir, outputs_path), 0, outputs)
+  stored = os.path.join(workdir, outputs_path)
+  if checkpoint.latest_step(stored) is None:
+    checkpoint.save(stored, 0, outputs)
+    _LOG.info("Chunk %s: outputs stored.", cid)
+  digest = _outputs_digest(sharding.fetch(outputs), len(chunk))
   final = sharding.fetch(final)
-  return [_row(spec, i, final, history, outputs_path)
+  return [_row(spec, i, final, history, outputs_path, digest)
           for i, spec in enumerate(chunk)]
 
 
 def _row(spec: RunSpec, index: int, final: Mapping, history: Mapping,
-         outputs_path: str) -> dict:
+         outputs_path: str, outputs_digest: str) -> dict:
   """The results row of run ``index`` of a chunk."""
   row = {"run_id": spec.run_id, "stage": spec.stage,
          "signature": spec.signature, "seed": spec.seed,
@@ -344,8 +361,129 @@ def _row(spec: RunSpec, index: int, final: Mapping, history: Mapping,
   row.update({f"final.{k}": float(v[index]) for k, v in final.items()})
   row.update({f"history.{k}": [float(x) for x in v[index]]
               for k, v in history.items()})
-  row.update({"outputs.path": outputs_path, "outputs.index": index})
+  row.update({"outputs.path": outputs_path, "outputs.index": index,
+              "outputs.digest": outputs_digest})
   return row
+
+
+def _reverify_upstream(specs: Sequence[RunSpec], rows: dict[str, dict],
+                       workdir: str) -> dict[str, dict]:
+  """Verifies the stored outputs that unfinished runs need.
+
+  A finished chunk whose outputs are missing or corrupted (deleted,
+  overwritten, a flipped byte) is taken out of ``rows``, its outputs
+  directory deleted, so the engine trains it again before its downstream
+  runs. Returns ``{run_id: stored row}`` of those runs: the recomputed rows
+  must equal them.
+  """
+  by_id = {s.run_id for s in specs}
+  needed = sorted({rows[up]["outputs.path"] for s in specs
+                   if s.run_id not in rows
+                   for up in s.needs_dict.values() if up in rows})
+  stored = {}
+  for path in needed:
+    try:
+      _read_outputs(os.path.join(workdir, path), rows, path)
+      continue
+    except (FileNotFoundError, checkpoint.CheckpointCorrupted) as e:
+      problem = e
+    lost = sorted(r for r, row in rows.items()
+                  if row.get("outputs.path") == path)
+    foreign = [r for r in lost if r not in by_id]
+    if foreign:
+      raise UserError(
+          f"Stored outputs {os.path.join(workdir, path)} are unusable "
+          f"({problem}) and runs {foreign} that made them are not in this "
+          "sweep, so they cannot be recomputed; relaunch the config that "
+          "planned them, or start a new --workdir.")
+    _LOG.warning(
+        "Stored outputs %s of %d finished runs are unusable (%s); training "
+        "that chunk again (runs are deterministic: the same bits).",
+        os.path.join(workdir, path), len(lost), problem)
+    _remove(os.path.join(workdir, path))
+    stored.update((r, rows.pop(r)) for r in lost)
+  return stored
+
+
+def _outputs_digest(outputs, num_runs: int) -> str:
+  """Content digest of a chunk's outputs without its padding rows, whose
+  number depends on the device count."""
+  return checkpoint.tree_digest(jax.tree.map(lambda x: x[:num_runs],
+                                             outputs))
+
+
+def _read_outputs(directory: str, rows: Mapping[str, dict], path: str,
+                  spec=None) -> dict:
+  """A chunk's stored outputs on the host (``spec``: the abstract tree
+  expected, default: as stored), checked against their seal and against
+  the content digest recorded in the chunk's ``rows``."""
+  if spec is None:
+    spec = checkpoint.saved_spec(directory, 0)
+  outputs = jax.device_get(checkpoint.restore(directory, spec, 0))
+  mine = [r for r in rows.values() if r.get("outputs.path") == path]
+  recorded = mine[0].get("outputs.digest") if mine else None
+  if recorded is not None:
+    digest = _outputs_digest(outputs, len(mine))
+    if digest != recorded:
+      raise checkpoint.CheckpointCorrupted(
+          f"Outputs {directory!r} hold other arrays than their runs stored "
+          f"(content digest {digest[:16]}, recorded {recorded[:16]}): "
+          "replaced by another chunk's outputs?")
+  return outputs
+
+
+def _check_recomputed(new: Sequence[dict], stored: Mapping[str, dict]):
+  """Recomputed rows must equal the rows stored for the same runs."""
+  for row in new:
+    if row["run_id"] not in stored:
+      continue
+    old = stored[row["run_id"]]
+    fresh = json.loads(json.dumps(row, sort_keys=True))
+    differing = sorted(k for k in fresh if old.get(k) != fresh[k])
+    if differing:
+      raise UserError(
+          f"Run {row['run_id']} was trained again because its stored outputs "
+          f"were unusable, and its new results differ from the stored row "
+          f"in {differing[:5]}: the library version, the devices or "
+          "--vmap_size changed since it was written; start a new --workdir.")
+
+
+def _no_space(error: BaseException) -> BaseException | None:
+  """The ENOSPC in ``error``'s chain of causes (orbax and tensorstore wrap
+  it, tensorstore as text), or ``None``."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or (
+        os.strerror(errno.ENOSPC) in str(error)):
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+class DiskFull(UserError):
+  """The disk under the workdir filled up while the sweep was writing."""
+
+
+@contextlib.contextmanager
+def disk_full_is_a_user_error(workdir: str):
+  """Turns "No space left on device", however deeply wrapped, into one
+  ``DiskFull`` line: nothing written so far is lost (checkpoints, outputs
+  and rows are written atomically), so freeing space and relaunching
+  resumes."""
+  try:
+    yield
+  except UserError:
+    raise
+  except Exception as e:
+    cause = _no_space(e)
+    if cause is None:
+      raise
+    where = getattr(cause, "filename", None) or workdir
+    raise DiskFull(
+        f"No space left on device while writing {where}: the results so far "
+        f"({os.path.join(workdir, RESULTS)}) and checkpoints are intact; "
+        "free some space and run the same command again to resume.") from e
 
 
 def _group_mesh(mesh, num_runs: int, vmap_size: int | None):
@@ -359,6 +497,16 @@ def _group_mesh(mesh, num_runs: int, vmap_size: int | None):
   if needed >= mesh.devices.size:
     return mesh
   return sharding.sweep_mesh(list(mesh.devices.flat)[:needed])
+
+
+def hold_workdir(workdir: str, wait: bool = False):
+  """The workdir's lock (``lock.workdir_lock``, reentrant in one process,
+  so ``experiments.run`` holds it over ``run_sweep`` and the report), taken
+  by process 0 only: the other processes of a multihost sweep share its
+  workdir by design."""
+  if jax.process_index() == 0:
+    return lock.workdir_lock(workdir, wait=wait)
+  return contextlib.nullcontext()
 
 
 def enable_compilation_cache(directory: str) -> None:
@@ -377,7 +525,8 @@ def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
               vmap_size: int | None = DEFAULT_VMAP_SIZE,
               progress: bool = True,
               fingerprint: Mapping | None = None,
-              mesh: jax.sharding.Mesh | None = None) -> list[dict]:
+              mesh: jax.sharding.Mesh | None = None,
+              wait: bool = False) -> list[dict]:
   """Trains every run of ``specs`` not yet finished in ``workdir``.
 
   Args:
@@ -400,6 +549,8 @@ def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
     fingerprint: JSON-able description of the config; a workdir created with
       another one is refused (see ``ResultsStore.check_fingerprint``).
     mesh: a 1-D mesh named ``sweep`` (default: all devices).
+    wait: when another process is sweeping into ``workdir``, wait for it to
+      finish instead of refusing (``lock.workdir_lock``).
 
   Returns:
     One results row per distinct run, in the order of ``specs``.
@@ -410,12 +561,20 @@ def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
   specs = _dedupe(specs)
+  with disk_full_is_a_user_error(workdir), hold_workdir(workdir, wait):
+    return _run(specs, workdir, build_program, chunk_size, segments_per_call,
+                vmap_size, progress, fingerprint, mesh)
+
+
+def _run(specs, workdir, build_program, chunk_size, segments_per_call,
+         vmap_size, progress, fingerprint, mesh) -> list[dict]:
   writer = jax.process_index() == 0
   store = ResultsStore(workdir)
   if fingerprint is not None:
     store.check_fingerprint(fingerprint, create=writer)
   rows = store.load()
   groups = _groups(specs, rows, workdir)
+  recomputed = _reverify_upstream(specs, rows, workdir)
   mesh = sharding.sweep_mesh() if mesh is None else mesh
   with tqdm.tqdm(total=len(specs), unit="run", desc="sweep",
                  initial=sum(s.run_id in rows for s in specs),
@@ -443,8 +602,10 @@ def run_sweep(specs: Sequence[RunSpec], workdir: str, *,
         if any(s.run_id not in rows for s in chunk):
           new = [r for r in _run_chunk(compiled, chunk, cid, rows, workdir)
                  if r["run_id"] not in rows]
+          _check_recomputed(new, recomputed)
           if writer:
             store.append(new)
+          _LOG.info("Chunk %s: %d rows written.", cid, len(new))
           rows.update((r["run_id"], r) for r in new)
           bar.update(len(new))
           bar.set_postfix_str(stage)
