@@ -3,9 +3,10 @@
 Proves: vmapped chunks == a Python loop of ``Program.train``; no retrace
 across chunks; padding never reaches the results; relaunches skip finished
 runs; a CLI sweep SIGKILLed twice resumes to bit-identical rows with no run
-lost or duplicated; 2 and 8 (``slow``) devices give the same bits as 1; the
-results table survives a torn write; mismatched upstream outputs, missing
-upstream runs and foreign configs are refused with the culprit named.
+lost or duplicated; 2 and 8 (``slow``) devices give the same bits as 1;
+mismatched upstream outputs, missing upstream runs and foreign configs are
+refused with the culprit named. (The results table's own guarantees are in
+``test_results.py``, injected faults in ``test_reliability.py``.)
 """
 
 import json
