@@ -21,8 +21,9 @@ logits by T before this metric and only ever calls it with T = 1; here the
 logits are divided by T in both forms.
 
 All functions are pure and take keyword arguments
-``teacher_logits: f[..., C], student_logits: f[..., C], labels: int[...]``, a
-scalar ``temperature`` (may be a traced array, so sweeps can vmap it) and an
+``teacher_logits: f[..., C], student_logits: f[..., C], labels: int[...]``
+(arrays, not lists), a finite ``temperature`` > 0 (may be a traced array, so
+sweeps can vmap it; checked then under ``validation.checked``) and an
 optional ``where: bool[...]`` marking the valid entries (optax's
 convention). The leading shape is anything: ``[N]`` for a classification
 batch, ``[B, H, W]`` for per-pixel divergences of a segmentation batch.
@@ -264,7 +265,7 @@ def decompose(*, teacher_logits, student_logits, labels, temperature=1.0,
     teacher_logits: ``f[..., C]``, C >= 3.
     student_logits: ``f[..., C]``.
     labels: ``int[...]`` in ``[0, C)`` where valid.
-    temperature: scalar > 0; logits are divided by it.
+    temperature: a finite number > 0; logits are divided by it.
     where: optional ``bool[...]``, False marks entries to ignore (their
       outputs are 0, their labels unchecked).
     form: ``"paper"`` (per-sample, default) or ``"reference_code"`` (the

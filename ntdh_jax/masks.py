@@ -227,6 +227,8 @@ def normalise_importance(scores: jax.Array) -> jax.Array:
   unit scores the same the result is all zeros (no unit stands out) rather
   than 0/0.
   """
+  validation.check_batch(scores, "scores", layout="[M, *unit_shape]")
+  validation.check_floating(scores, "scores")
   mean = jnp.mean(scores, axis=0)
   span = jnp.max(mean) - jnp.min(mean)
   return jnp.where(span > 0, (mean - jnp.min(mean)) / jnp.where(span > 0, span,
@@ -277,13 +279,34 @@ def _removal_order(scores, kind, key, valid=None) -> jax.Array:
   return jnp.zeros(n, jnp.int32).at[order].set(position)
 
 
+def _check_importance(importance):
+  """Checks a unit shape of ``permutation_importance``: ``[D]``, or
+  ``[*S, 1]`` (rank >= 2) for the positions of an ``[N, *S, C]`` input.
+
+  Every entry is one unit, ranked together with all others, so a stray
+  leading batch axis (``[1, D]``, ``[N, D]``) must not pass as a unit axis:
+  its last axis is not 1.
+  """
+  validation.check_array(importance, "importance")
+  shape = jnp.shape(importance)
+  if not shape or math.prod(shape) == 0 or (len(shape) > 1 and shape[-1] != 1):
+    raise ValueError(
+        "importance must have shape [D] (one score per feature) or [..., 1] "
+        "(one per position of an [N, ..., C] input, e.g. [H, W, 1]), as "
+        f"normalise_importance returns it, got {shape}; drop any batch axis "
+        "(e.g. [1, D] -> [D]).")
+  validation.check_floating(importance, "importance")
+
+
 def feature_keep_mask(importance: jax.Array, ratio, kind,
                       key: jax.Array) -> jax.Array:
   """Algorithm 1's teacher input mask, 1 = keep, 0 = removed.
 
   Args:
-    importance: ``f32[*unit_shape]`` normalised permutation importance, any
-      shape: ``[D]`` for features, ``[H, W, 1]`` for pixels.
+    importance: ``f32[*unit_shape]`` normalised permutation importance: ``[D]``
+      for the features of ``[N, D]`` inputs, ``[*S, 1]`` (e.g. ``[H, W, 1]``)
+      for the positions of ``[N, *S, C]`` inputs. A batch axis (``[1, D]``)
+      is refused: all entries are ranked together as units.
     ratio: fraction of units removed, in [0, 1) (may be traced).
     kind: ``"true"`` removes the lowest-importance units, ``"false"`` the
       highest, ``"random"`` a random subset (see the module docstring); or
@@ -293,6 +316,7 @@ def feature_keep_mask(importance: jax.Array, ratio, kind,
   Returns:
     ``f32`` of ``importance``'s shape; floor(ratio · size) zeros.
   """
+  _check_importance(importance)
   validation.check_fraction(ratio, "ratio")
   shape = jnp.shape(importance)
   flat = jnp.reshape(importance, (-1,))
@@ -322,6 +346,8 @@ def sample_keep_mask(ncjsd: jax.Array, ratio, kind, key: jax.Array, *,
   Returns:
     ``f32`` of ``ncjsd``'s shape.
   """
+  validation.check_array(ncjsd, "ncjsd")
+  validation.check_floating(ncjsd, "ncjsd")
   validation.check_fraction(ratio, "ratio")
   validation.check_where(where, jnp.shape(ncjsd))
   shape = jnp.shape(ncjsd)

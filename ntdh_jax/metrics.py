@@ -72,8 +72,9 @@ def confusion_matrix(logits, labels, num_classes: int,
 
   Args:
     logits: ``f[..., C]`` with C = ``num_classes``.
-    labels: ``int[...]`` in ``[0, C)`` where valid (checked when concrete;
-      a traced out-of-range label at a valid entry is not counted).
+    labels: ``int[...]`` in ``[0, C)`` where valid (traced labels are
+      checked under ``validation.checked`` only; otherwise an out-of-range
+      label at a valid entry is not counted).
     num_classes: C, a static int.
     where: optional ``bool[...]``; invalid entries are not counted.
 

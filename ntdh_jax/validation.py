@@ -1,25 +1,43 @@
 """Argument checks shared by the public functions: the only place they live.
 
 Every check raises ``ValueError`` (wrong shape, value or choice) or
-``TypeError`` (wrong dtype or type) with a message that names the argument
-and says what was expected.
+``TypeError`` (wrong dtype or type) with a message that names the argument,
+says what was expected and what it got.
 
 Shapes and dtypes are static under ``jit``, so checking them costs nothing at
-run time. Values (label range, temperature sign) can only be checked when they
-are concrete; under a trace they are left to the opt-in debug mode
-(``jax.experimental.checkify``) because a Python ``if`` on a tracer would fail.
+run time. Values (label ranges, a temperature's sign) are checked at once when
+they are concrete: eager calls, and constants inside a trace. A traced value
+cannot raise (a Python ``if`` on a tracer fails), so there each value check is
+a ``jax.experimental.checkify.debug_check`` carrying the same message, and
+``checked`` turns those on:
+
+  loss = jax.jit(lambda s, t, y, temp: losses.dkd(s, t, y, temperature=temp))
+  loss(s, t, y, 0.0)                    # runs: a traced T is not checked
+  ntdh_jax.checked(loss)(s, t, y, 0.0)  # ValueError: temperature must be > 0
+  batched = ntdh_jax.checked(jax.vmap(loss, in_axes=(0, 0, 0, None)))
+  batched(s3, t3, y3, 2.0)              # checks every mapped call too
+
+Without ``checked`` a ``debug_check`` is dropped when the program is lowered:
+the compiled program, its cost and its results are those without the check
+(only an argument that nothing but a check reads stays an unused input).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
 
 REDUCTIONS = ("mean", "none")
+
+# checkify appends this to a failed check's message; ``checked`` raises the
+# message alone, the text an eager call raises.
+_CHECKIFY_SUFFIX = " (`check` failed)"
 
 
 def is_concrete(x) -> bool:
@@ -27,27 +45,109 @@ def is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def checked(fn: Callable) -> Callable:
+  """``fn`` with its value checks on for traced values too.
+
+  ``fn`` may be anything ``checkify`` traces: a ``jax.jit``-ed function, one
+  that vmaps, scans or ``lax.map``s the public functions. Call the result
+  outside any transformation (``checked(jax.jit(f))``, not
+  ``jax.jit(checked(f))``): it returns ``fn``'s outputs, or raises the
+  ``ValueError`` an eager call with the offending values raises (the first
+  failed check; under ``vmap`` the message may name the mapped index).
+  Shape, dtype and type errors are raised while tracing, as without it.
+  """
+  with_errors = checkify.checkify(fn, errors=checkify.user_checks)
+
+  @functools.wraps(fn)
+  def run(*args, **kwargs):
+    # checkify closes over the arguments rather than tracing them; under vmap
+    # a NumPy argument printed by a failed check would then be indexed with
+    # a tracer and fail (jax 0.10). As jax arrays (same values) they work.
+    args, kwargs = jax.tree.map(
+        lambda x: jnp.asarray(x) if isinstance(x, (np.ndarray, np.generic))
+        else x, (args, kwargs))
+    error, out = with_errors(*args, **kwargs)
+    message = error.get()
+    if message is not None:
+      raise ValueError(message.replace(_CHECKIFY_SUFFIX, ""))
+    return out
+
+  return run
+
+
+def require(ok, message: str, *values):
+  """Raises ``ValueError(message.format(*values))`` unless ``ok``.
+
+  ``ok`` is a concrete bool (the check runs now) or a traced ``bool[]``: then
+  it becomes ``checkify.debug_check(ok, message, *values)``, a no-op unless
+  the caller runs under ``checked``, which raises the same text. ``values``
+  are scalars formatted into ``message``'s ``{}`` fields, in the dtype jax
+  computes with (``_values``), so both paths print them alike.
+  """
+  if is_concrete(ok):
+    if not ok:
+      raise ValueError(message.format(*values))
+  else:
+    checkify.debug_check(ok, message, *(jnp.asarray(v) for v in values))
+
+
+def _values(*xs):
+  """(array module, each of ``xs`` as an array of the dtype jax computes in).
+
+  NumPy when every ``x`` is concrete, so constants are checked at once even
+  inside a trace (where ``jax.numpy`` would stage them); ``jax.numpy`` when
+  one is traced. The dtype is jax's (float32 for a Python float), so a value
+  is checked and printed as the computation sees it.
+  """
+  xp = np if all(map(is_concrete, xs)) else jnp
+  return (xp, *(xp.asarray(x, jax.dtypes.canonicalize_dtype(
+      jnp.result_type(x))) for x in xs))
+
+
 # -- scalars, counts and choices -----------------------------------------------
 
 
 def check_scalar(value, name: str):
-  """Checks ``value`` has shape ``()``."""
+  """Checks ``value`` is one real number: a Python int or float, or a
+  shape-``()`` integer or floating array (traced or not); not a str or bool.
+  """
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, (int, float, np.number, np.ndarray, jax.Array)):
+    raise TypeError(
+        f"{name} must be a number (int, float or a scalar array), got "
+        f"{type(value).__name__}.")
+  # An array's own dtype: jnp.result_type would reject a str array unnamed.
+  dtype = value.dtype if hasattr(value, "dtype") else jnp.result_type(value)
+  if not (jnp.issubdtype(dtype, jnp.integer)
+          or jnp.issubdtype(dtype, jnp.floating)):
+    raise TypeError(
+        f"{name} must be a number (an integer or floating scalar), got dtype "
+        f"{dtype}.")
   if jnp.ndim(value) != 0:
     raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
 
 
 def check_positive(value, name: str):
-  """Checks a scalar is > 0 where its value is known."""
+  """Checks a finite scalar > 0 (a temperature, an epsilon)."""
   check_scalar(value, name)
-  if is_concrete(value) and not float(value) > 0:
-    raise ValueError(f"{name} must be > 0, got {float(value)}.")
+  xp, v = _values(value)
+  require(xp.isfinite(v) & (v > 0), f"{name} must be > 0 and finite, got "
+          "{:.8g}.", v)
+
+
+def check_nonnegative(value, name: str):
+  """Checks a finite scalar >= 0 (a loss weight)."""
+  check_scalar(value, name)
+  xp, v = _values(value)
+  require(xp.isfinite(v) & (v >= 0), f"{name} must be >= 0 and finite, got "
+          "{:.8g}.", v)
 
 
 def check_fraction(value, name: str):
-  """Checks a ratio lies in ``[0, 1)`` where its value is known."""
+  """Checks a ratio lies in ``[0, 1)`` (NaN does not)."""
   check_scalar(value, name)
-  if is_concrete(value) and not 0.0 <= float(value) < 1.0:
-    raise ValueError(f"{name} must lie in [0, 1), got {float(value)}.")
+  _, v = _values(value)
+  require((v >= 0) & (v < 1), f"{name} must lie in [0, 1), got {{:.8g}}.", v)
 
 
 def check_positive_int(value, name: str):
@@ -71,10 +171,10 @@ def check_choice_or_index(value, name: str, choices: Sequence[str]):
     check_choice(value, name, choices)
     return
   check_scalar(value, name)
-  if is_concrete(value) and float(value) not in range(len(choices)):
-    raise ValueError(
-        f"{name} must be one of {tuple(choices)} or its index "
-        f"0..{len(choices) - 1}, got {value}.")
+  _, v = _values(value)
+  require((v % 1 == 0) & (v >= 0) & (v < len(choices)),
+          f"{name} must be one of {tuple(choices)} or its index "
+          f"0..{len(choices) - 1}, got {{:.8g}}.", v)
 
 
 def check_reduction(reduction: str):
@@ -89,6 +189,15 @@ def check_type(value, cls: type, name: str, what: str):
 
 
 # -- arrays --------------------------------------------------------------------
+
+
+def check_array(x, name: str):
+  """Checks ``x`` is an array (jax, NumPy or a NumPy scalar), as jax.numpy
+  requires: a list or tuple would be traced as one argument per element."""
+  if not isinstance(x, (jax.Array, np.ndarray, np.generic)):
+    raise TypeError(
+        f"{name} must be an array (jax.Array or numpy.ndarray), got "
+        f"{type(x).__name__}; convert it with jnp.asarray.")
 
 
 def check_floating(x, name: str):
@@ -115,6 +224,7 @@ def check_shape(x, name: str, shape: Sequence[Optional[int]]):
 
 def check_rank(x, name: str, ranks: Sequence[int], layout: str):
   """Checks ``x``'s rank is one of ``ranks``; ``layout`` names the axes."""
+  check_array(x, name)
   if jnp.ndim(x) not in ranks:
     raise ValueError(
         f"{name} must have rank {' or '.join(map(str, ranks))} {layout}, got "
@@ -123,6 +233,7 @@ def check_rank(x, name: str, ranks: Sequence[int], layout: str):
 
 def check_batch(x, name: str, *, min_rank: int = 2, layout: str = "[N, ...]"):
   """Checks a non-empty batch: rank >= ``min_rank``, N = shape[0] >= 1."""
+  check_array(x, name)
   if jnp.ndim(x) < max(min_rank, 1) or jnp.shape(x)[0] == 0:
     raise ValueError(
         f"{name} must be a non-empty {layout} array, got shape "
@@ -131,6 +242,7 @@ def check_batch(x, name: str, *, min_rank: int = 2, layout: str = "[N, ...]"):
 
 def check_square(x, name: str):
   """Checks a non-empty square ``[C, C]`` matrix."""
+  check_array(x, name)
   shape = jnp.shape(x)
   if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
     raise ValueError(f"{name} must be a square [C, C] matrix, got shape "
@@ -145,6 +257,7 @@ def check_where(where, shape: Sequence[int], name: str = "where"):
   """
   if where is None:
     return
+  check_array(where, name)
   if jnp.result_type(where) != jnp.bool_:
     raise TypeError(
         f"{name} must be a boolean array (True = valid entry), got dtype "
@@ -160,6 +273,7 @@ def check_where(where, shape: Sequence[int], name: str = "where"):
 
 def check_logits(x, name: str, *, min_classes: int = 1):
   """Checks one floating ``[..., C]`` logit array with at least one entry."""
+  check_array(x, name)
   if jnp.ndim(x) < 1:
     raise ValueError(
         f"{name} must have rank >= 1 [..., C], got shape {jnp.shape(x)}.")
@@ -189,6 +303,7 @@ def check_logits_pair(teacher_logits, student_logits, *, min_classes: int = 2,
                       names=("teacher_logits", "student_logits")):
   """Checks two floating ``[..., C]`` logit arrays of equal shape."""
   for name, x in zip(names, (teacher_logits, student_logits)):
+    check_array(x, name)
     if jnp.ndim(x) < 1:
       raise ValueError(
           f"{name} must have rank >= 1 [..., C], got shape {jnp.shape(x)}.")
@@ -213,52 +328,64 @@ def check_labels(labels, shape, num_classes: int, *, where=None,
       values are checked, so ignored entries may hold anything (e.g. 255).
     name: the argument's name in messages.
   """
+  check_array(labels, name)
   shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
   if jnp.shape(labels) != shape:
     raise ValueError(
         f"{name} must have shape {_batch_layout(len(shape))} = {shape}, got "
         f"{jnp.shape(labels)}.")
   check_integer(labels, name)
-  if is_concrete(labels) and (where is None or is_concrete(where)):
-    values = np.asarray(labels)
+  size = math.prod(shape)
+  if size == 0:
+    return
+  if where is None:
+    xp, values = _values(labels)
     bad = (values < 0) | (values >= num_classes)
-    if where is not None:
-      bad &= np.asarray(where)
-    if bad.any():
-      raise ValueError(
-          f"{name} must lie in [0, {num_classes}) where valid; got "
-          f"{values[bad][:5]} (first {min(5, int(bad.sum()))} of "
-          f"{int(bad.sum())} out of range).")
+  else:
+    xp, values, valid = _values(labels, where)
+    bad = ((values < 0) | (values >= num_classes)) & valid
+  values, bad = xp.reshape(values, (-1,)), xp.reshape(bad, (-1,))
+  first = xp.argmax(bad)
+  require(~xp.any(bad),
+          f"{name} must lie in [0, {num_classes})"
+          f"{'' if where is None else ' where valid'}; got {{}} at flat index "
+          f"{{}} ({{}} of {size} entries out of range).",
+          values[first], first, xp.sum(bad))
 
 
 def check_indices(x, name: str, shape: Sequence[Optional[int]], bound: int,
                   bound_name: str = "n_data"):
   """Checks an integer index array of ``shape`` with values in ``[0, bound)``.
 
-  ``None`` in ``shape`` matches any size; values are checked when concrete.
+  ``None`` in ``shape`` matches any size.
   """
+  check_array(x, name)
   check_shape(x, name, shape)
   check_integer(x, name)
-  if is_concrete(x):
-    values = np.asarray(x)
-    if values.size and (values.min() < 0 or values.max() >= bound):
-      raise ValueError(
+  if jnp.size(x) == 0:
+    return
+  xp, values = _values(x)
+  low, high = xp.min(values), xp.max(values)
+  require((low >= 0) & (high < bound),
           f"{name} must lie in [0, {bound_name}) = [0, {bound}); got values "
-          f"in [{values.min()}, {values.max()}].")
+          "in [{}, {}].", low, high)
 
 
 def check_dataset_labels(labels, name: str = "labels", min_classes: int = 2):
   """Checks the non-empty ``int[n_data]`` labels of a whole training set,
-  holding at least ``min_classes`` distinct classes when concrete."""
+  holding at least ``min_classes`` distinct classes."""
+  check_array(labels, name)
   if jnp.ndim(labels) != 1 or jnp.shape(labels)[0] == 0:
     raise ValueError(
         f"{name} must be the non-empty int[n_data] labels of the whole "
         f"training set, got shape {jnp.shape(labels)}.")
   check_integer(labels, name)
-  if is_concrete(labels) and np.unique(np.asarray(labels)).size < min_classes:
-    raise ValueError(
-        f"{name} must hold at least {min_classes} classes: CRD draws negatives "
-        "from the other classes.")
+  xp, values = _values(labels)
+  values = xp.sort(values)
+  classes = 1 + xp.sum(values[1:] != values[:-1])
+  require(classes >= min_classes,
+          f"{name} must hold at least {min_classes} classes (CRD draws "
+          "negatives from the other classes), got {}.", classes)
 
 
 # -- features ------------------------------------------------------------------
@@ -277,6 +404,7 @@ def check_features(student_features, teacher_features, *, same_shape: bool,
   """
   for name, x in (("student_features", student_features),
                   ("teacher_features", teacher_features)):
+    check_array(x, name)
     if jnp.ndim(x) < 2:
       raise ValueError(
           f"{name} must have rank >= 2 [N, ...], got shape {jnp.shape(x)}.")
@@ -300,6 +428,7 @@ def check_embedding_pair(student_embed, teacher_embed, feat_dim: int):
   """Checks two floating ``[N, feat_dim]`` embeddings of one non-empty batch."""
   for name, x in (("student_embed", student_embed),
                   ("teacher_embed", teacher_embed)):
+    check_array(x, name)
     if jnp.ndim(x) != 2 or jnp.shape(x)[1] != feat_dim:
       raise ValueError(
           f"{name} must have shape [N, feat_dim] = [N, {feat_dim}], got "
@@ -316,18 +445,19 @@ def check_embedding_pair(student_embed, teacher_embed, feat_dim: int):
 
 def check_contrast_indices(indices, contrast_indices, n: int, n_data: int):
   """Checks CRD's ``int[N]`` indices and ``int[N, K+1]`` contrast indices:
-  K >= 1, all in ``[0, n_data)``, and (when concrete) the positive first."""
+  K >= 1, all in ``[0, n_data)``, and the positive first."""
   check_indices(indices, "indices", (n,), n_data)
   check_indices(contrast_indices, "contrast_indices", (n, None), n_data)
   if jnp.shape(contrast_indices)[1] < 2:
     raise ValueError(
         "contrast_indices must have shape [N, K + 1] with K >= 1 negatives, "
         f"got {jnp.shape(contrast_indices)}.")
-  if is_concrete(indices) and is_concrete(contrast_indices) and not (
-      np.array_equal(np.asarray(contrast_indices)[:, 0], np.asarray(indices))):
-    raise ValueError(
-        "contrast_indices[:, 0] must equal indices (the positive comes first, "
-        "as crd_contrast_indices draws them).")
+  xp, indices, contrast_indices = _values(indices, contrast_indices)
+  differ = xp.sum(contrast_indices[:, 0] != indices)
+  require(differ == 0,
+          "contrast_indices[:, 0] must equal indices (the positive comes "
+          "first, as crd_contrast_indices draws them); {} rows differ.",
+          differ)
 
 
 def _batch_layout(rank: int) -> str:

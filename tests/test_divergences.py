@@ -212,6 +212,25 @@ BAD_INPUTS = [
     (dict(labels=np.array([0, 1, 2, 5], np.int32),
           where=np.array([True, True, True, True])), ValueError,
      r"labels must lie in \[0, 5\)"),
+    # T = inf would give all zeros (kd: NaN), a str would be parsed.
+    (dict(temperature=np.inf), ValueError,
+     "temperature must be > 0 and finite, got inf"),
+    (dict(temperature=np.nan), ValueError,
+     "temperature must be > 0 and finite, got nan"),
+    (dict(temperature="2.0"), TypeError,
+     r"temperature must be a number \(int, float or a scalar array\), got "
+     "str"),
+    (dict(temperature=True), TypeError, "temperature must be a number"),
+    (dict(temperature=np.array("2.0")), TypeError,
+     "temperature must be a number"),
+    (dict(temperature=np.array(2.0 + 0j)), TypeError,
+     "temperature must be a number"),
+    # Lists are not arrays (jax.numpy refuses them too): named errors.
+    (dict(labels=[0, 1, 2, 3]), TypeError,
+     r"labels must be an array \(jax.Array or numpy.ndarray\), got list"),
+    (dict(teacher_logits=[[0.0] * 5] * 4), TypeError,
+     "teacher_logits must be an array"),
+    (dict(where=[True] * 4), TypeError, "where must be an array"),
 ]
 
 
@@ -223,6 +242,14 @@ def test_bad_input_raises_naming_the_argument(override, error, match, name):
   fn = getattr(divergences, name)
   with pytest.raises(error, match=match):
     fn(**kw)
+
+
+def test_kl_refuses_infinite_temperature_and_list_labels():
+  t, s, y = _batch(0, 4, 5)
+  with pytest.raises(ValueError, match="temperature must be > 0 and finite"):
+    divergences.kl(**_kwargs(t, s, y, np.inf))
+  with pytest.raises(TypeError, match="labels must be an array"):
+    divergences.kl(**_kwargs(t, s, y.tolist()))
 
 
 def test_labels_of_ignored_entries_are_not_checked():

@@ -525,6 +525,26 @@ def _logit_bad_cases():
       (losses.dkd, (s, t, np.array([0, 1, 2, 5], np.int32)),
        dict(where=np.array([True, True, True, True])), ValueError,
        r"labels must lie in \[0, 5\)"),
+      # Non-finite, negative, NaN and non-numeric hyperparameters.
+      (losses.kd, (s, t, np.inf), {}, ValueError,
+       "temperature must be > 0 and finite, got inf"),
+      (losses.kd, (s, t, "2.0"), {}, TypeError,
+       "temperature must be a number"),
+      (losses.dkd, (s, t, y, np.nan), {}, ValueError,
+       "alpha must be >= 0 and finite, got nan"),
+      (losses.dkd, (s, t, y, 1.0, -1.0), {}, ValueError,
+       "beta must be >= 0 and finite, got -1"),
+      (losses.dkd, (s, t, y, 1.0, np.inf), {}, ValueError,
+       "beta must be >= 0 and finite, got inf"),
+      (losses.dkd, (s, t, y, "1.0"), {}, TypeError, "alpha must be a number"),
+      (losses.dkd, (s, t, y, 1.0, True), {}, TypeError,
+       "beta must be a number"),
+      (losses.dkd, (s, t, y, 1.0, 8.0, "4"), {}, TypeError,
+       "temperature must be a number"),
+      (losses.dkd, (s, t, y.tolist()), {}, TypeError,
+       r"labels must be an array \(jax.Array or numpy.ndarray\), got list"),
+      (losses.kd, (s.tolist(), t), {}, TypeError,
+       "student_logits must be an array"),
   ]
 
 
@@ -542,6 +562,16 @@ def _feature_bad_cases():
       (losses.rkd, (s, t, np.ones(2)), {}, ValueError,
        "distance_weight must be a scalar"),
       (losses.pkt, (s, t, 0.0), {}, ValueError, "eps must be > 0"),
+      (losses.pkt, (s, t, np.inf), {}, ValueError,
+       "eps must be > 0 and finite"),
+      (losses.rkd, (s, t, -1.0), {}, ValueError,
+       "distance_weight must be >= 0 and finite"),
+      (losses.rkd, (s, t, 25.0, "50"), {}, TypeError,
+       "angle_weight must be a number"),
+      (losses.fitnet, (s.tolist(), t), {}, TypeError,
+       "student_features must be an array"),
+      (losses.fitnet, (s, t), dict(where=[True] * 4), TypeError,
+       "where must be an array"),
   ]
   for fn in (losses.rkd, losses.pkt, losses.sp):
     cases += [
@@ -593,6 +623,14 @@ def _crd_bad_cases():
        "labels must be the non-empty"),
       (losses.crd_contrast_indices, (key, labels, 3, np.array([N_DATA])), {},
        ValueError, r"indices must lie in \[0, n_data\)"),
+      (losses.crd_loss, (state, v_s, v_t, idx, cidx, "0.07"), {}, TypeError,
+       "nce_t must be a number"),
+      (losses.crd_loss, (state, v_s, v_t, idx, cidx, 0.07, np.nan), {},
+       ValueError, r"momentum must lie in \[0, 1\), got nan"),
+      (losses.crd_loss, (state, v_s, v_t, idx.tolist(), cidx), {}, TypeError,
+       "indices must be an array"),
+      (losses.crd_contrast_indices, (key, labels.tolist(), 3), {}, TypeError,
+       "labels must be an array"),
   ]
 
 

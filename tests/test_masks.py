@@ -343,6 +343,38 @@ def test_feature_mask_rejects_bad_kind_and_ratio():
     masks.feature_keep_mask(importance, jnp.full((2,), 0.5), "true", KEY)
 
 
+def test_feature_mask_refuses_a_batch_axis_on_importance():
+  """[1, D] (or [N, D]) importance, a batch-shaped mistake, would be ranked
+  as D (or N·D) units; only [D] and [..., 1] unit shapes are accepted."""
+  importance = _distinct_scores(10, seed=5)
+  for bad in (importance[None], jnp.stack([importance, importance]),
+              importance[:0], importance[0]):
+    with pytest.raises(ValueError, match=r"importance must have shape \[D\]"
+                       r" \(one score per feature\) or \[\.\.\., 1\]"):
+      masks.feature_keep_mask(bad, 0.5, "true", KEY)
+  with pytest.raises(TypeError, match="importance must be a floating"):
+    masks.feature_keep_mask(jnp.arange(10), 0.5, "true", KEY)
+  for fine in (importance, importance[:, None], importance[None, :, None]):
+    assert masks.feature_keep_mask(fine, 0.5, "true", KEY).shape == fine.shape
+
+
+def test_masks_refuse_lists_and_non_numeric_ratios():
+  """Lists and str or NaN ratios raise errors that name the argument."""
+  values = _distinct_scores(10, seed=5)
+  with pytest.raises(TypeError, match="importance must be an array"):
+    masks.feature_keep_mask(values.tolist(), 0.5, "true", KEY)
+  with pytest.raises(TypeError, match="ncjsd must be an array"):
+    masks.sample_keep_mask(values.tolist(), 0.5, "true", KEY)
+  with pytest.raises(TypeError, match="scores must be an array"):
+    masks.normalise_importance([values.tolist()])
+  for fn in (masks.feature_keep_mask, masks.sample_keep_mask):
+    with pytest.raises(TypeError, match="ratio must be a number"):
+      fn(values, "0.5", "true", KEY)
+    with pytest.raises(ValueError, match=r"ratio must lie in \[0, 1\), got "
+                       "nan"):
+      fn(values, np.nan, "true", KEY)
+
+
 def test_mask_count_is_exact_when_ratio_times_size_is_whole():
   """ratio·size = 53 removes exactly 53 entries (features and samples)."""
   values = _distinct_scores(100, seed=6)

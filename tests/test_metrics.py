@@ -140,3 +140,12 @@ def test_bad_input_raises_naming_the_argument():
     metrics.mean_iou(np.zeros((3, 4), np.int32))
   with pytest.raises(ValueError, match="logits must have rank >= 1"):
     metrics.correct(np.float32(1.0), np.int32(0))
+  # Lists are refused with the argument's name (jax.numpy refuses them too).
+  with pytest.raises(TypeError, match="labels must be an array"):
+    metrics.correct(logits[0, 0], labels[0, 0].tolist())
+  with pytest.raises(TypeError, match="labels must be an array"):
+    metrics.confusion_matrix(logits[0, 0], labels[0, 0].tolist(), C)
+  with pytest.raises(TypeError, match="logits must be an array"):
+    metrics.correct(logits[0, 0].tolist(), labels[0, 0])
+  with pytest.raises(TypeError, match="confusion must be an array"):
+    metrics.mean_iou(np.eye(3, dtype=np.int32).tolist())

@@ -6,7 +6,8 @@
 * ``contrastive``: CRD with its memory bank as explicit state.
 
 All losses are pure functions on arrays, validate their arguments at the
-boundary (``ntdh_jax.validation``) and run under ``jit``/``vmap``/``lax.scan``.
+boundary (``ntdh_jax.validation``; traced values under its ``checked`` mode)
+and run under ``jit``/``vmap``/``lax.scan``.
 The logit losses take ``[..., C]`` logits and a ``where`` mask (optax's
 convention); the feature losses take ``[N, ...]`` features.
 """

@@ -155,7 +155,7 @@ def crd_loss(state: CRDState, student_embed, teacher_embed, indices,
     indices: ``int[N]``, the batch's dataset indices in ``[0, n_data)``.
     contrast_indices: ``int[N, K+1]``, row i = [indices[i], K negatives]
       (``crd_contrast_indices``).
-    nce_t: NCE temperature τ > 0, default 0.07 (may be traced).
+    nce_t: NCE temperature τ > 0, finite, default 0.07 (may be traced).
     momentum: bank momentum in [0, 1), default 0.5 (may be traced).
 
   Returns:
@@ -202,8 +202,8 @@ def crd_contrast_indices(key, labels, num_negatives: int,
 
   Args:
     key: PRNG key.
-    labels: ``int[n_data]``, labels of the whole training set (>= 2 classes;
-      checked when concrete).
+    labels: ``int[n_data]``, labels of the whole training set (>= 2
+      classes).
     num_negatives: K, an int >= 1 (static: it sets the output shape;
       RepDistiller's ``--nce_k`` default is 16384).
     indices: ``int[N]``, the batch's dataset indices; default every example,

@@ -130,16 +130,16 @@ def rkd(student_features, teacher_features, distance_weight=25.0,
   Args:
     student_features: ``f[N, ...]``, N >= 2.
     teacher_features: ``f[N, ...]`` (trailing size may differ).
-    distance_weight: w_d, default 25 (paper and RepDistiller).
-    angle_weight: w_a, default 50 (paper and RepDistiller).
+    distance_weight: w_d >= 0, default 25 (paper and RepDistiller).
+    angle_weight: w_a >= 0, default 50 (paper and RepDistiller).
 
   Returns:
     ``f32[]``.
   """
   validation.check_features(student_features, teacher_features,
                             same_shape=False, min_examples=2)
-  validation.check_scalar(distance_weight, "distance_weight")
-  validation.check_scalar(angle_weight, "angle_weight")
+  validation.check_nonnegative(distance_weight, "distance_weight")
+  validation.check_nonnegative(angle_weight, "angle_weight")
   s, t = _flatten(student_features), _flatten(teacher_features)
   s_diff = s[None, :, :] - s[:, None, :]  # [i, j] = f_j - f_i
   t_diff = t[None, :, :] - t[:, None, :]
@@ -169,7 +169,8 @@ def pkt(student_features, teacher_features, eps=1e-7) -> jax.Array:
   Args:
     student_features: ``f[N, ...]``, N >= 2.
     teacher_features: ``f[N, ...]`` (trailing size may differ).
-    eps: > 0, default 1e-7 (authors' code), added to norms and probabilities.
+    eps: finite, > 0, default 1e-7 (authors' code), added to norms and
+      probabilities.
 
   Returns:
     ``f32[]``.

@@ -69,8 +69,8 @@ def kd(student_logits, teacher_logits, temperature=4.0, *, where=None,
   Args:
     student_logits: ``f[..., C]``.
     teacher_logits: ``f[..., C]``.
-    temperature: scalar > 0. Default 4, RepDistiller's ``--kd_T`` (and
-      mdistiller's ``KD.TEMPERATURE``).
+    temperature: a finite number > 0 (may be traced). Default 4,
+      RepDistiller's ``--kd_T`` (and mdistiller's ``KD.TEMPERATURE``).
     where: optional ``bool[...]``; False marks entries to ignore.
     reduction: ``"mean"`` → scalar mean over the valid entries, ``"none"`` →
       ``f32[...]``.
@@ -105,9 +105,9 @@ def dkd(student_logits, teacher_logits, labels, alpha=1.0, beta=8.0,
       classes).
     teacher_logits: ``f[..., C]``.
     labels: ``int[...]`` in ``[0, C)`` where valid.
-    alpha: scalar weight of TCKL (may be traced).
-    beta: scalar weight of NCKL (may be traced).
-    temperature: scalar > 0 (may be traced).
+    alpha: weight of TCKL, a finite number >= 0 (may be traced).
+    beta: weight of NCKL, a finite number >= 0 (may be traced).
+    temperature: a finite number > 0 (may be traced).
     where: optional ``bool[...]``; False marks entries to ignore (any label,
       e.g. 255, is allowed there).
     reduction: ``"mean"`` → scalar mean over the valid entries, ``"none"`` →
@@ -117,8 +117,8 @@ def dkd(student_logits, teacher_logits, labels, alpha=1.0, beta=8.0,
     ``f32[]`` or ``f32[...]``.
   """
   validation.check_reduction(reduction)
-  validation.check_scalar(alpha, "alpha")
-  validation.check_scalar(beta, "beta")
+  validation.check_nonnegative(alpha, "alpha")
+  validation.check_nonnegative(beta, "beta")
   parts = divergences.decompose(teacher_logits=teacher_logits,
                                 student_logits=student_logits, labels=labels,
                                 temperature=temperature, where=where)
