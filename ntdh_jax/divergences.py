@@ -200,6 +200,8 @@ def _prepare(teacher_logits, student_logits, labels, temperature, where,
   validation.check_labels(labels, shape, jnp.shape(teacher_logits)[-1],
                           where=where)
   validation.check_positive(temperature, "temperature")
+  validation.check_logit_span(teacher_logits, temperature, "teacher_logits")
+  validation.check_logit_span(student_logits, temperature, "student_logits")
   t = jnp.asarray(temperature, jnp.float32)
   zt, zs = _flat_logits(teacher_logits, t), _flat_logits(student_logits, t)
   flat_where = _flat_where(where)
@@ -297,6 +299,8 @@ def kl(*, teacher_logits, student_logits, labels=None, temperature=1.0,
     validation.check_labels(labels, shape, jnp.shape(teacher_logits)[-1],
                             where=where)
   validation.check_positive(temperature, "temperature")
+  validation.check_logit_span(teacher_logits, temperature, "teacher_logits")
+  validation.check_logit_span(student_logits, temperature, "student_logits")
   t = jnp.asarray(temperature, jnp.float32)
   log_pt = jax.nn.log_softmax(_flat_logits(teacher_logits, t))
   log_ps = jax.nn.log_softmax(_flat_logits(student_logits, t))

@@ -291,6 +291,25 @@ def check_logits(x, name: str, *, min_classes: int = 1):
         f"{name} has C = {shape[-1]} classes; need C >= {min_classes}.{why}")
 
 
+def check_logit_span(x, temperature, name: str):
+  """Checks ``x / T`` is finite and each row's span (max − min) is too.
+
+  The divergences subtract a row's max from its logits and take logs of
+  probabilities down to e^{−span}: a span past float32's maximum (a row
+  holding +3e38 and −3e38) has log-probabilities float32 cannot hold, and
+  the values would be NaN. Such logits are refused rather than computed.
+  """
+  xp, z, t = _values(x, temperature)
+  with np.errstate(over="ignore", invalid="ignore"):  # inf is the answer
+    z = z.astype(xp.float32) / t.astype(xp.float32)
+    span = xp.max(z, axis=-1) - xp.min(z, axis=-1)
+    worst = xp.max(xp.where(xp.isnan(span), xp.inf, span))
+  require(xp.all(xp.isfinite(z)) & xp.isfinite(worst),
+          f"{name} / temperature must be finite with each row's span "
+          "(max - min) below float32's maximum 3.4e38, so that its "
+          "log-probabilities fit in float32; got a span of {:.8g}.", worst)
+
+
 def check_num_classes(logits, num_classes: int, name: str = "logits"):
   """Checks ``logits``' last axis has ``num_classes`` entries."""
   if jnp.shape(logits)[-1] != num_classes:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+import ntdh_jax
 from ntdh_jax import divergences
 from tests import reference
 
@@ -405,3 +406,49 @@ def test_where_under_jit_does_not_retrace():
   for seed in range(3):
     t, s, y, where = _segmentation(seed)
     f(t, s, y, where)
+
+
+@pytest.mark.parametrize("row", [[2.7e38, 1.0, 0.0, -1.0],
+                                 [-2.7e38, 0.0, 1.0, 2.0],
+                                 [1.6e38, -1.6e38, 0.0, 5.0]])
+def test_logits_near_float32_max_give_the_float64_values(row):
+  """Finite logits whose rows span less than float32's maximum: exact
+  values, finite gradients (the shift by the row max cannot overflow)."""
+  teacher = np.array([row], np.float32)
+  student = np.array([[0.5, 0.1, -0.2, 0.3]], np.float32)
+  labels = np.array([1])
+  got = divergences.decompose(teacher_logits=teacher, student_logits=student,
+                              labels=labels)
+  want = reference.metrics(teacher.astype(np.float64),
+                           student.astype(np.float64), labels)
+  for name in ("kl", "tckl", "nckl", "tcjsd", "ncjsd"):
+    np.testing.assert_allclose(getattr(got, name), want[name], rtol=1e-5,
+                               atol=1e-6, err_msg=name)
+  for wrt in (0, 1):
+    grads = jax.grad(lambda t, s: divergences.decompose(
+        teacher_logits=t, student_logits=s, labels=labels).ncjsd.sum(),
+                     argnums=wrt)(teacher, student)
+    assert np.isfinite(grads).all()
+
+
+def test_a_row_spanning_past_float32_max_is_refused():
+  """+3e38 and −3e38 in one row: log-probabilities of −6e38 do not fit in
+  float32 (the values were NaN); refused, eagerly and in checked mode."""
+  teacher = np.array([[3e38, -3e38, 0.0], [1.0, 0.0, 0.0]], np.float32)
+  student = np.zeros((2, 3), np.float32)
+  labels = np.array([0, 1])
+  message = (r"teacher_logits / temperature must be finite with each row's "
+             r"span \(max - min\) below float32's maximum 3.4e38.* got a "
+             r"span of inf")
+  for fn in (divergences.decompose, divergences.kl, divergences.ncjsd):
+    with pytest.raises(ValueError, match=message):
+      fn(teacher_logits=teacher, student_logits=student, labels=labels)
+  with pytest.raises(ValueError, match="student_logits / temperature"):
+    divergences.kl(teacher_logits=student, student_logits=teacher)
+  with pytest.raises(ValueError, match=r"span of inf"):  # 2e38 / 0.5 = inf
+    divergences.kl(teacher_logits=np.full((1, 3), 2e38, np.float32),
+                   student_logits=student[:1], temperature=0.5)
+  jitted = jax.jit(lambda t, s: divergences.kl(teacher_logits=t,
+                                               student_logits=s))
+  with pytest.raises(ValueError, match=message):
+    ntdh_jax.checked(jitted)(teacher, student)
