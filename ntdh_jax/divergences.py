@@ -191,17 +191,28 @@ def _flat_where(where):
   return None if where is None else jnp.reshape(jnp.asarray(where), (-1,))
 
 
-def _prepare(teacher_logits, student_logits, labels, temperature, where,
-             min_classes) -> _Batch:
+def _check(teacher_logits, student_logits, labels, temperature, where,
+           min_classes: int = 2) -> tuple[int, ...]:
+  """Checks every argument (``labels=None``: none given); returns the
+  leading shape ``[...]``."""
   validation.check_logits_pair(teacher_logits, student_logits,
                                min_classes=min_classes)
   shape = tuple(jnp.shape(teacher_logits)[:-1])
   validation.check_where(where, shape)
-  validation.check_labels(labels, shape, jnp.shape(teacher_logits)[-1],
-                          where=where)
+  if labels is not None:
+    validation.check_labels(labels, shape, jnp.shape(teacher_logits)[-1],
+                            where=where)
   validation.check_positive(temperature, "temperature")
   validation.check_logit_span(teacher_logits, temperature, "teacher_logits")
   validation.check_logit_span(student_logits, temperature, "student_logits")
+  return shape
+
+
+def _prepare(teacher_logits, student_logits, labels, temperature, where,
+             min_classes) -> _Batch:
+  validation.check_array(labels, "labels")
+  shape = _check(teacher_logits, student_logits, labels, temperature, where,
+                 min_classes)
   t = jnp.asarray(temperature, jnp.float32)
   zt, zs = _flat_logits(teacher_logits, t), _flat_logits(student_logits, t)
   flat_where = _flat_where(where)
@@ -292,15 +303,7 @@ def kl(*, teacher_logits, student_logits, labels=None, temperature=1.0,
   ``labels`` is accepted (and checked if given) so every metric here shares a
   signature; the full KL does not depend on it.
   """
-  validation.check_logits_pair(teacher_logits, student_logits)
-  shape = tuple(jnp.shape(teacher_logits)[:-1])
-  validation.check_where(where, shape)
-  if labels is not None:
-    validation.check_labels(labels, shape, jnp.shape(teacher_logits)[-1],
-                            where=where)
-  validation.check_positive(temperature, "temperature")
-  validation.check_logit_span(teacher_logits, temperature, "teacher_logits")
-  validation.check_logit_span(student_logits, temperature, "student_logits")
+  shape = _check(teacher_logits, student_logits, labels, temperature, where)
   t = jnp.asarray(temperature, jnp.float32)
   log_pt = jax.nn.log_softmax(_flat_logits(teacher_logits, t))
   log_ps = jax.nn.log_softmax(_flat_logits(student_logits, t))

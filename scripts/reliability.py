@@ -110,7 +110,9 @@ def errors(out: str) -> list[str]:
   return [l for l in out.splitlines() if l.startswith("ntdh-sweep: error:")]
 
 
-def short(line: str, width: int = 90) -> str:
+def short(line: str, root: str, width: int = 110) -> str:
+  """An error line for the table: the scenario directories as ``W/``."""
+  line = line.replace("ntdh-sweep: error: ", "").replace(root + os.sep, "W/")
   return textwrap.shorten(line, width, placeholder=" …")
 
 
@@ -140,6 +142,10 @@ class Scenarios:
       with open(os.path.join(path, "results.jsonl"), "w") as f:
         f.writelines(kept)
     return path
+
+  def _first(self, err: list[str], out: str) -> str:
+    """The error line (or the output's tail, when there is none)."""
+    return short(err[0] if err else out[-200:], self.root)
 
   def _same(self, workdir) -> str:
     return ("rows = uninterrupted sweep's" if rows(workdir) == self.rows
@@ -236,7 +242,7 @@ class Scenarios:
     ok = (code == 2 and len(err) == 1 and "line 4" in err[0] and code2 == 0
           and rows(workdir) == self.rows)
     return ("a malformed complete line in results.jsonl",
-            f"exit {code}: `{short(err[0] if err else out[-200:])}`; after "
+            f"exit {code}: `{self._first(err, out)}`; after "
             f"deleting the line: exit {code2}, {self._same(workdir)}", ok)
 
   def disk_full_first_write(self):
@@ -250,7 +256,7 @@ class Scenarios:
     ok = (code == 2 and len(err) == 1 and "No space left" in err[0]
           and code2 == 0 and rows(workdir) == self.rows)
     return ("disk full (real ENOSPC: the first write goes to /dev/full)",
-            f"exit {code}: `{short(err[0] if err else out[-200:])}`; "
+            f"exit {code}: `{self._first(err, out)}`; "
             f"relaunch: exit {code2}, {self._same(workdir)}", ok)
 
   def disk_full_mid_sweep(self):
@@ -283,7 +289,7 @@ class Scenarios:
           and first.returncode == 0 and waiter.returncode == 0
           and "waiting" in waited and rows(workdir) == self.rows)
     return ("a second launch into a busy workdir (and a third with --wait)",
-            f"second: exit {code}: `{short(err[0] if err else '')}`; "
+            f"second: exit {code}: `{self._first(err, out)}`; "
             f"--wait: waited, exit {waiter.returncode}; "
             f"{self._same(workdir)}", ok)
 
@@ -296,7 +302,7 @@ class Scenarios:
           and rows(workdir) == self.rows)
     untouched = rows(workdir) == self.rows
     return ("sweep.json deleted, then another config launched",
-            f"exit {code}: `{short(err[0] if err else out[-200:])}`; rows "
+            f"exit {code}: `{self._first(err, out)}`; rows "
             + ("untouched" if untouched else "CHANGED"), ok)
 
   def bad_values(self):

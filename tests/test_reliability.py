@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -29,28 +28,16 @@ from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
 from ntdh_jax.train import checkpoint, lock, sweep
 from ntdh_jax.train.results import RESULTS
+from scripts import reliability
+from tests import toy_programs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The toy experiment (tests/toy_programs.py): 3 teachers, 12 students and 3
-# ensemble students, chunks of 2 runs checkpointed every 2 of 6 segments.
-TOY_CONFIG = '''
-from tests import toy_programs
-
-def get_config(arg=None):
-  c = toy_programs.get_config()
-  c.seeds = 3
-  c.segments = 6
-  return c
-
-def get_hyper(h):
-  return h.product([h.sweep("config.alpha", [0.0, 0.5]),
-                    h.sweep("config.student_lr", [0.3, 0.6])])
-'''
+# The toy sweep of tests/toy_programs.py (3 teachers, 12 students, 3
+# ensemble students), chunks of 2 runs checkpointed every 2 of 6 segments.
 FLAGS = dict(chunk_size=2, segments_per_call=2, vmap_size=1)
 CLI_FLAGS = ["--chunk_size", "2", "--segments_per_call", "2", "--vmap_size",
              "1", "--no-progress", "--cpu_devices", "1"]
-MARKER = "ntdh_jax.train.sweep: Chunk "
 # Relaunches killed at their n-th progress marker: a run through the
 # teachers, the students and the ensemble students, often mid-save.
 KILL_AT = [1, 2, 1, 3, 2, 1, 4, 2, 3, 1, 2, 5, 1, 3, 2, 1, 4, 2, 1, 3]
@@ -76,7 +63,7 @@ def compilation_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory):
   path = tmp_path_factory.mktemp("config") / "toy_sweep.py"
-  path.write_text(TOY_CONFIG)
+  path.write_text(toy_programs.SWEEP_CONFIG)
   return str(path)
 
 
@@ -115,26 +102,11 @@ def _cli(config_path, workdir, *flags, cache=None):
       text=True)
 
 
-def _kill_at_marker(proc, n: int) -> tuple[bool, str]:
-  """Reads ``proc``'s output until its ``n``-th progress marker, then
-  SIGKILLs it; ``(killed, output)``."""
-  seen, out = 0, []
-  for line in proc.stdout:
-    out.append(line)
-    if MARKER in line:
-      seen += 1
-      if seen == n:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return True, "".join(out)
-  proc.wait()
-  return False, "".join(out)
-
-
 def _kill_and_relaunch(config_path, workdir, cache, kill_at):
   kills = 0
   for n in kill_at:
-    killed, out = _kill_at_marker(_cli(config_path, workdir, cache=cache), n)
+    killed, out = reliability.kill_at_marker(
+        _cli(config_path, workdir, cache=cache), n)
     if not killed:  # finished before its n-th marker
       assert "Traceback" not in out and "error" not in out.lower(), out
       break

@@ -33,21 +33,6 @@ from tests import toy_programs as tp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# A CLI sweep over the toy experiment: 3 teachers, 12 students, 3 ensemble
-# students (each distilled from two teachers).
-SWEEP_CONFIG = '''
-from tests import toy_programs
-
-def get_config(arg=None):
-  c = toy_programs.get_config()
-  c.seeds = 3
-  c.segments = 6
-  return c
-
-def get_hyper(h):
-  return h.product([h.sweep("config.alpha", [0.0, 0.5]),
-                    h.sweep("config.student_lr", [0.3, 0.6])])
-'''
 # Chunks of 2 runs, checkpointed every 2 of their 6 segments.
 CLI_FLAGS = ["--chunk_size", "2", "--segments_per_call", "2", "--vmap_size",
              "1", "--no-progress"]
@@ -99,7 +84,7 @@ def _log(workdir):
 @pytest.fixture(scope="module")
 def sweep_config(tmp_path_factory):
   path = tmp_path_factory.mktemp("config") / "toy_sweep.py"
-  path.write_text(SWEEP_CONFIG)
+  path.write_text(tp.SWEEP_CONFIG)
   return str(path)
 
 

@@ -177,6 +177,23 @@ def get_config() -> ml_collections.ConfigDict:
   return config
 
 
+# The sweep the CLI tests launch: 3 teachers, 12 students and 3 ensemble
+# students (each distilled from two teachers).
+SWEEP_CONFIG = '''
+from tests import toy_programs
+
+def get_config(arg=None):
+  c = toy_programs.get_config()
+  c.seeds = 3
+  c.segments = 6
+  return c
+
+def get_hyper(h):
+  return h.product([h.sweep("config.alpha", [0.0, 0.5]),
+                    h.sweep("config.student_lr", [0.3, 0.6])])
+'''
+
+
 def plan(configs):
   out = []
   for c in configs:

@@ -1,0 +1,1 @@
+"""Scripts run from the repository root (a package so tests reuse them)."""
