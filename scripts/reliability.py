@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -111,8 +112,10 @@ def errors(out: str) -> list[str]:
 
 
 def short(line: str, root: str, width: int = 110) -> str:
-  """An error line for the table: the scenario directories as ``W/``."""
+  """An error line for the table, without what differs between runs: the
+  scenario directories as ``W/``, the lock holder as ``pid P``."""
   line = line.replace("ntdh-sweep: error: ", "").replace(root + os.sep, "W/")
+  line = re.sub(r"pid \d+ on host [^,)]+(, since [^)]+)?", "pid P", line)
   return textwrap.shorten(line, width, placeholder=" …")
 
 

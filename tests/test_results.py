@@ -83,9 +83,9 @@ def test_torn_trailing_line_is_ignored_then_repaired(tmp_path):
 
 
 @pytest.mark.parametrize("line, problem", [
-    (b'{"run_id": "b", "x"', r"not valid JSON \(Expecting ':' delimiter at "
+    (b'{"run_id": "b", "x"', r"not valid JSON \(Expecting ':' delimiter: "
                              r"column 20\)"),
-    (b'{"run_id": "b"}}', r"not valid JSON \(Extra data at column 16\)"),
+    (b'{"run_id": "b"}}', r"not valid JSON \(Extra data: column 16\)"),
     (b'[1, 2]', r"a JSON list, not an object \(a row\)"),
     (b'{"x": 1}', r"the row has no run_id"),
     (b'{"run_id": 3}', r"the row's run_id 3 is not a string"),

@@ -91,7 +91,7 @@ class ResultsStore:
       row = json.loads(line)
     except json.JSONDecodeError as e:
       raise self._row_error(
-          number, f"not valid JSON ({e.msg} at column {e.colno})",
+          number, f"not valid JSON ({e.msg}: column {e.colno})",
           fix) from None
     except ValueError:  # bytes that are not UTF-8
       raise self._row_error(number, "not UTF-8 text", fix) from None
