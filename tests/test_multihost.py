@@ -26,7 +26,7 @@ import pytest
 
 from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
-from tests.test_sweep import SWEEP_CONFIG  # the same toy sweep
+from tests.toy_programs import SWEEP_CONFIG  # the same toy sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
