@@ -13,7 +13,6 @@
   lost; a relaunch afterwards resumes.
 """
 
-import errno
 import json
 import logging
 import os
@@ -223,19 +222,12 @@ def test_disk_full_is_one_error_and_a_relaunch_resumes(tmp_path, config_path,
   """ENOSPC raised deep inside orbax (as tensorstore reports it, wrapped)
   after a few chunks: a ``DiskFull`` naming the workdir; nothing half
   written; the relaunch finishes with the reference's rows."""
-  save, calls = checkpoint.save, []
-
-  def save_until_full(directory, step, tree, **kwargs):
-    calls.append(directory)
-    if len(calls) == 7:
-      try:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-      except OSError as e:
-        raise ValueError("tensorstore: error writing 'd/abc'") from e
-    save(directory, step, tree, **kwargs)
   workdir = tmp_path / "w"
   with monkeypatch.context() as patch:
-    patch.setattr(checkpoint, "save", save_until_full)
+    # The script's hook, run here: it replaces checkpoint.save, which the
+    # patch puts back afterwards.
+    patch.setattr(checkpoint, "save", checkpoint.save)
+    exec(reliability.DISK_FULL_HOOK, {})
     with pytest.raises(sweep.DiskFull, match=(
         rf"No space left on device while writing {workdir}: the results so "
         r"far .* are intact; free some space and run the same command "

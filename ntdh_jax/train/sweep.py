@@ -273,7 +273,7 @@ class _Group:
         lambda s: jax.ShapeDtypeStruct((stored_width,) + tuple(s.shape),
                                        s.dtype), spec)
     try:
-      return _read_outputs(directory, rows, path, abstract)
+      return _read_outputs(directory, _chunk_rows(rows, path), abstract)
     except checkpoint.CheckpointCorrupted:
       raise
     except ValueError as e:
@@ -382,14 +382,13 @@ def _reverify_upstream(specs: Sequence[RunSpec], rows: dict[str, dict],
                    for up in s.needs_dict.values() if up in rows})
   stored = {}
   for path in needed:
+    lost = _chunk_rows(rows, path)
     try:
-      _read_outputs(os.path.join(workdir, path), rows, path)
+      _read_outputs(os.path.join(workdir, path), lost)
       continue
     except (FileNotFoundError, checkpoint.CheckpointCorrupted) as e:
       problem = e
-    lost = sorted(r for r, row in rows.items()
-                  if row.get("outputs.path") == path)
-    foreign = [r for r in lost if r not in by_id]
+    foreign = [r["run_id"] for r in lost if r["run_id"] not in by_id]
     if foreign:
       raise UserError(
           f"Stored outputs {os.path.join(workdir, path)} are unusable "
@@ -401,7 +400,7 @@ def _reverify_upstream(specs: Sequence[RunSpec], rows: dict[str, dict],
         "that chunk again (runs are deterministic: the same bits).",
         os.path.join(workdir, path), len(lost), problem)
     _remove(os.path.join(workdir, path))
-    stored.update((r, rows.pop(r)) for r in lost)
+    stored.update((r["run_id"], rows.pop(r["run_id"])) for r in lost)
   return stored
 
 
@@ -412,18 +411,23 @@ def _outputs_digest(outputs, num_runs: int) -> str:
                                              outputs))
 
 
-def _read_outputs(directory: str, rows: Mapping[str, dict], path: str,
+def _chunk_rows(rows: Mapping[str, dict], path: str) -> list[dict]:
+  """The rows of the finished chunk whose outputs are at ``path`` (a chunk's
+  rows are appended together, so all of them)."""
+  return [r for r in rows.values() if r.get("outputs.path") == path]
+
+
+def _read_outputs(directory: str, chunk_rows: Sequence[dict],
                   spec=None) -> dict:
   """A chunk's stored outputs on the host (``spec``: the abstract tree
   expected, default: as stored), checked against their seal and against
-  the content digest recorded in the chunk's ``rows``."""
+  the content digest recorded in the chunk's rows."""
   if spec is None:
     spec = checkpoint.saved_spec(directory, 0)
   outputs = jax.device_get(checkpoint.restore(directory, spec, 0))
-  mine = [r for r in rows.values() if r.get("outputs.path") == path]
-  recorded = mine[0].get("outputs.digest") if mine else None
+  recorded = chunk_rows[0].get("outputs.digest") if chunk_rows else None
   if recorded is not None:
-    digest = _outputs_digest(outputs, len(mine))
+    digest = _outputs_digest(outputs, len(chunk_rows))
     if digest != recorded:
       raise checkpoint.CheckpointCorrupted(
           f"Outputs {directory!r} hold other arrays than their runs stored "
