@@ -100,6 +100,7 @@ import numpy as np
 from sklearn.datasets import load_digits, load_sample_images
 from sklearn.model_selection import train_test_split
 
+from ntdh_jax.data import mnistm
 from ntdh_jax.data import source
 
 SIZES = (8, 28)
@@ -180,20 +181,7 @@ def blend(grey: np.ndarray, seed: int) -> np.ndarray:
 
   Deterministic in ``seed`` (photo choice, then crop rows, then columns).
   """
-  n, s = grey.shape[0], grey.shape[1]
-  photos = _photos()
-  rng = np.random.default_rng(seed)
-  choice = rng.integers(0, len(photos), n)
-  height, width = photos[0].shape[:2]
-  rows = rng.integers(0, height - s, n)
-  cols = rng.integers(0, width - s, n)
-  stack = np.stack(photos)  # all photos share a shape
-  window = np.arange(s)
-  crops = stack[choice[:, None, None], (rows[:, None] + window)[:, :, None],
-                (cols[:, None] + window)[:, None, :]]  # u8[N, s, s, 3]
-  # In float: uint8 subtraction would wrap around instead of taking |.|.
-  diff = np.abs(crops.astype(np.float32) - grey[..., None].astype(np.float32))
-  return diff.astype(np.uint8)
+  return mnistm.blend(grey, _photos(), np.random.default_rng(seed))
 
 
 def split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 from typing import Any, Mapping, NamedTuple
 
 import jax
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntdh_jax import hparams as hparams_lib
+from ntdh_jax.errors import UserError
 
 Arrays = Mapping[str, np.ndarray]
 
@@ -122,6 +124,10 @@ class DataSource:
 
 
 SOURCES: dict[str, DataSource] = {}
+# Sources whose module is imported on first use: the prepared real datasets,
+# whose modules import tensorflow-datasets (an optional extra, and a slow
+# import that a synthetic sweep should not pay).
+LAZY: dict[str, str] = {}
 
 
 def register(source: DataSource) -> DataSource:
@@ -130,11 +136,28 @@ def register(source: DataSource) -> DataSource:
   return source
 
 
+def register_lazy(name: str, module: str) -> None:
+  """Registers the source ``name`` that importing ``module`` registers."""
+  LAZY[name] = module
+
+
+def names() -> list[str]:
+  """Every registered dataset name, lazy ones included."""
+  return sorted(set(SOURCES) | set(LAZY))
+
+
 def get(name: str) -> DataSource:
   """The source registered as ``name``; the error lists the known ones."""
+  if name not in SOURCES and name in LAZY:
+    try:
+      importlib.import_module(LAZY[name])
+    except ImportError as e:
+      raise UserError(
+          f"Dataset {name!r} needs the data extra ({e}): pip install "
+          f"'ntdh_jax[data]'.") from e
   if name not in SOURCES:
     raise ValueError(f"Unknown dataset {name!r} (data.name); registered "
-                     f"datasets: {sorted(SOURCES)}.")
+                     f"datasets: {names()}.")
   return SOURCES[name]
 
 
@@ -144,7 +167,7 @@ def parse(data: Mapping[str, Any]):
   data = dict(data)
   if "name" not in data:
     raise ValueError(f"data config needs a 'name'; got {data}. Registered "
-                     f"datasets: {sorted(SOURCES)}.")
+                     f"datasets: {names()}.")
   source = get(data.pop("name"))
   fields = {f.name for f in dataclasses.fields(source.Config)}
   unknown = sorted(set(data) - fields)
