@@ -7,7 +7,9 @@ sources.
 ``dataset_info.json``). It builds into a temporary directory beside the
 target and moves the finished version directory into place with one
 ``os.replace``: a failed or killed build leaves nothing that looks prepared,
-and a prepared dataset is never half-overwritten.
+and a prepared dataset is never half-overwritten. Builds into one
+``data_dir`` take its lock (``data_dir/.lock``) in turn; the next build
+removes what a killed one left behind.
 
 ``PreparedSource`` is the data-source side (``ntdh_jax.data.source``): a
 sweep config names the dataset (``data.name = "mnist_pair"``); ``spec``
@@ -33,6 +35,9 @@ import numpy as np
 
 from ntdh_jax.data import source
 from ntdh_jax.errors import UserError
+from ntdh_jax.train import lock
+
+_INCOMPLETE = ".incomplete-"  # prefix of a build's temporary directory
 
 # name -> module defining ``Builder`` (a tfds GeneratorBasedBuilder),
 # ``ARCHIVES`` and registering the data source.
@@ -99,20 +104,25 @@ def prepare(name: str, manual_dir: str, data_dir: str | None = None,
                     "build it again.")
   module(name).check_archives(manual_dir, verify)
   os.makedirs(data_dir, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".incomplete-{name}-", dir=data_dir)
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-    builder = _builder(name, target_builder.builder_config.name, tmp)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, try_download_gcs=False))
-    built = str(builder.data_path)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    if os.path.exists(target):  # --overwrite: move the old one aside first
-      old = os.path.join(tmp, "replaced")
-      os.replace(target, old)
-    os.replace(built, target)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  # One build per data_dir at a time (a second waits), so the leftovers of
+  # a killed build can be removed without touching a live one's.
+  with lock.workdir_lock(data_dir, wait=True):
+    for leftover in os.listdir(data_dir):
+      if leftover.startswith(_INCOMPLETE):
+        shutil.rmtree(os.path.join(data_dir, leftover), ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=f"{_INCOMPLETE}{name}-", dir=data_dir)
+    try:
+      import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+      builder = _builder(name, target_builder.builder_config.name, tmp)
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=manual_dir, try_download_gcs=False))
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      if os.path.exists(target):  # --overwrite: move the old one aside first
+        os.replace(target, os.path.join(tmp, "replaced"))
+      os.replace(str(builder.data_path), target)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
   return target
 
 
