@@ -34,11 +34,15 @@ def photo(seed, shape):
 PHOTOS = [photo(0, (40, 33, 3)), photo(1, (33, 40, 3))]
 
 
-def write_fakes(manual):
+def write_fakes(manual, sizes=None, photos=None, image_format="PNG"):
+  """MNIST idx files with ``sizes`` ({"train": n, "t10k": n}) random digits
+  and a BSDS500 tgz of ``photos`` (saved as ``image_format``; PNG decodes
+  to the exact bits) plus members the builder must skip."""
+  photos = PHOTOS if photos is None else photos
   os.makedirs(manual, exist_ok=True)
   rng = np.random.default_rng(0)
   digits = {}
-  for prefix, n in N.items():
+  for prefix, n in (sizes or N).items():
     images = rng.integers(0, 256, (n, 28, 28)) * (rng.random((n, 28, 28)) > .7)
     labels = np.arange(n) % 10
     write_idx(os.path.join(manual, f"{prefix}-images-idx3-ubyte.gz"), images,
@@ -47,12 +51,12 @@ def write_fakes(manual):
               2049)
     digits[prefix] = (images.astype(np.uint8), labels)
   with tarfile.open(os.path.join(manual, "BSR_bsds500.tgz"), "w:gz") as tar:
-    members = [("BSR/BSDS500/data/images/train/a.jpg", PHOTOS[0]),
-               ("BSR/BSDS500/data/images/test/skip.jpg", PHOTOS[0]),
-               ("BSR/BSDS500/data/images/train/b.jpg", PHOTOS[1])]
+    members = [(f"BSR/BSDS500/data/images/train/{i}.jpg", p)
+               for i, p in enumerate(photos)]
+    members.insert(1, ("BSR/BSDS500/data/images/test/skip.jpg", photos[0]))
     for name, array in members:
       buf = io.BytesIO()
-      Image.fromarray(array).save(buf, format="PNG")  # lossless: exact bits
+      Image.fromarray(array).save(buf, format=image_format)
       data = buf.getvalue()
       info = tarfile.TarInfo(name)
       info.size = len(data)

@@ -67,10 +67,6 @@ def module(name: str):
                     "install 'ntdh_jax[data]'.") from e
 
 
-def config_names(name: str) -> list[str]:
-  return [c.name for c in module(name).Builder.BUILDER_CONFIGS]
-
-
 def _builder(name: str, config: str | None, data_dir: str):
   builder_cls = module(name).Builder
   names = [c.name for c in builder_cls.BUILDER_CONFIGS]
@@ -97,16 +93,21 @@ def prepare(name: str, manual_dir: str, data_dir: str | None = None,
                     f"archives there (`ntdh-data instructions {name}`).")
   target_builder = _builder(name, config, data_dir)
   target = str(target_builder.data_path)
-  if os.path.exists(os.path.join(target, "dataset_info.json")) and (
-      not overwrite):
-    raise UserError(f"{name} ({target_builder.builder_config.name}) is "
-                    f"already prepared in {target}; pass --overwrite to "
-                    "build it again.")
+
+  def refuse_if_prepared():
+    if os.path.exists(os.path.join(target, "dataset_info.json")) and (
+        not overwrite):
+      raise UserError(f"{name} ({target_builder.builder_config.name}) is "
+                      f"already prepared in {target}; pass --overwrite to "
+                      "build it again.")
+
+  refuse_if_prepared()
   module(name).check_archives(manual_dir, verify)
   os.makedirs(data_dir, exist_ok=True)
   # One build per data_dir at a time (a second waits), so the leftovers of
   # a killed build can be removed without touching a live one's.
   with lock.workdir_lock(data_dir, wait=True):
+    refuse_if_prepared()  # again: a build we waited for may have made it
     for leftover in os.listdir(data_dir):
       if leftover.startswith(_INCOMPLETE):
         shutil.rmtree(os.path.join(data_dir, leftover), ignore_errors=True)

@@ -1,0 +1,84 @@
+"""Estimates of each real dataset's prepare time and disk size, from fakes.
+
+  python -m scripts.prepare_estimates [--out FILE]
+
+No machine here has the real archives, so each dataset is built from fake
+archives in the real layout with real per-example sizes (MNIST: all 70,000
+digits and 200 photographs of 481×321; the others: a few examples at the
+real resolutions, see ``ESTIMATES``), through ``ntdh-data prepare``'s code
+path. Time and bytes per example are then scaled to the real example
+counts. Decoding real media costs about what decoding the fakes costs
+(same sizes, same codecs); reading 80 GB of zips off a slow disk may not,
+so the time is a lower bound where the archives are large. Prints a
+Markdown table (the README's "Real datasets" table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from ntdh_jax.data import prepared
+from tests import test_mnist_pair
+
+
+def _mnist(manual):
+  photos = [np.random.default_rng(i).integers(0, 256, (321, 481, 3), np.uint8)
+            for i in range(200)]
+  test_mnist_pair.write_fakes(manual, {"train": 60_000, "t10k": 10_000},
+                              photos, image_format="JPEG")
+
+
+# name -> (writes the fakes into manual_dir, real examples, what the fake
+# holds, for the table)
+ESTIMATES = {
+    "mnist_pair": (_mnist, 70_000, "all 70,000 digits, 200 photos 481×321"),
+}
+
+
+def _bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(d, f))
+             for d, _, files in os.walk(path) for f in files)
+
+
+def estimate(name: str, root: str) -> dict:
+  write, real, fake = ESTIMATES[name]
+  manual, data_dir = os.path.join(root, "manual"), os.path.join(root, "data")
+  write(manual)
+  start = time.perf_counter()
+  path = prepared.prepare(name, manual, data_dir=data_dir, verify=False)
+  seconds = time.perf_counter() - start
+  n = sum(prepared.split_sizes(path).values())
+  return {"name": name, "fake": fake, "examples": n, "seconds": seconds,
+          "real": real, "est_minutes": seconds / n * real / 60,
+          "est_gb": _bytes(path) / n * real / 1e9}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", default=None, help="also write the table here")
+  flags = parser.parse_args()
+  rows = []
+  for name in ESTIMATES:
+    with tempfile.TemporaryDirectory() as root:
+      rows.append(estimate(name, root))
+  lines = ["| dataset | fake archives built | examples | build time | real "
+           "examples | est. prepare time | est. disk |", "|---" * 7 + "|"]
+  for r in rows:
+    lines.append(
+        f"| `{r['name']}` | {r['fake']} | {r['examples']:,} | "
+        f"{r['seconds']:.1f} s | {r['real']:,} | {r['est_minutes']:.1f} min | "
+        f"{r['est_gb']:.2f} GB |")
+  table = "\n".join(lines)
+  print(table)
+  if flags.out:
+    with open(flags.out, "w") as f:
+      f.write(table + "\n")
+
+
+if __name__ == "__main__":
+  main()
