@@ -33,7 +33,7 @@ DATASETS = {
         train=dict(optimizer="sgd", lr=1e-2, momentum=0.9, batch_size=128,
                    epochs=50)),
     "ravdess": dict(
-        model={"name": "conv2d"},
+        model={"name": "conv2d", "channels": [32, 64, 128], "dense": 256},
         train=dict(**_ADAM, batch_size=32, epochs=60)),
     "nyu_depth_v2_labeled": dict(
         model={"name": "segnet", "channels": [16, 32, 64]},
