@@ -1,6 +1,6 @@
 """Estimates of each real dataset's prepare time and disk size, from fakes.
 
-  python -m scripts.prepare_estimates [--out FILE]
+  python -m scripts.prepare_estimates [NAME ...] [--out FILE]
 
 No machine here has the real archives, so each dataset is built from fake
 archives in the real layout with real per-example sizes (MNIST: all 70,000
@@ -24,6 +24,7 @@ import numpy as np
 
 from ntdh_jax.data import prepared
 from tests import test_mnist_pair
+from tests import test_ravdess
 
 
 def _mnist(manual):
@@ -33,10 +34,23 @@ def _mnist(manual):
                               photos, image_format="JPEG")
 
 
-# name -> (writes the fakes into manual_dir, real examples, what the fake
-# holds, for the table)
+def _ravdess(manual):
+  """Four clips per split of real size: 3.7 s of 48 kHz wav, 112 frames of
+  1280×720 H.264 at 29.97 fps (a moving gradient, smoother than noise,
+  like a face on a plain background)."""
+  clips = [test_ravdess.Fake(actor, emotion, 1, 1, 1, seconds=3.7,
+                             n_frames=112, seed=emotion)
+           for actor in (1, 21, 23) for emotion in (2, 3, 4, 5)]
+  test_ravdess.write_fakes(manual, clips, size=(1280, 720))
+
+
+# name -> (writes the fakes into manual_dir, builder config, real examples,
+# what the fakes hold, for the table)
 ESTIMATES = {
-    "mnist_pair": (_mnist, 70_000, "all 70,000 digits, 200 photos 481×321"),
+    "mnist_pair": (_mnist, None, 70_000,
+                   "all 70,000 digits, 200 photos 481×321"),
+    "ravdess": (_ravdess, "present_actors", 1_440,
+                "12 clips: 3.7 s wav, 112 frames 1280×720"),
 }
 
 
@@ -46,11 +60,12 @@ def _bytes(path: str) -> int:
 
 
 def estimate(name: str, root: str) -> dict:
-  write, real, fake = ESTIMATES[name]
+  write, config, real, fake = ESTIMATES[name]
   manual, data_dir = os.path.join(root, "manual"), os.path.join(root, "data")
   write(manual)
   start = time.perf_counter()
-  path = prepared.prepare(name, manual, data_dir=data_dir, verify=False)
+  path = prepared.prepare(name, manual, data_dir=data_dir, config=config,
+                          verify=False)
   seconds = time.perf_counter() - start
   n = sum(prepared.split_sizes(path).values())
   return {"name": name, "fake": fake, "examples": n, "seconds": seconds,
@@ -60,10 +75,12 @@ def estimate(name: str, root: str) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("names", nargs="*", default=list(ESTIMATES),
+                      help="datasets (default: all)")
   parser.add_argument("--out", default=None, help="also write the table here")
   flags = parser.parse_args()
   rows = []
-  for name in ESTIMATES:
+  for name in flags.names:
     with tempfile.TemporaryDirectory() as root:
       rows.append(estimate(name, root))
   lines = ["| dataset | fake archives built | examples | build time | real "

@@ -49,14 +49,17 @@ class Fake:
     soundfile.write(buf, self.samples, rate, subtype="PCM_16", format="WAV")
     return buf.getvalue()
 
-  def mp4(self):
+  def mp4(self, size=(W, H)):
+    """Frame i: the colour i in the centre square, white outside it."""
+    width, height = size
+    left = (width - height) // 2
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as container:
       stream = container.add_stream("libx264", rate=Fraction(30000, 1001))
-      stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+      stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
       for colour in self.colours:
-        frame = np.full((H, W, 3), 255, np.uint8)
-        frame[:, 8:56] = colour
+        frame = np.full((height, width, 3), 255, np.uint8)
+        frame[:, left:left + height] = colour
         for packet in stream.encode(av.VideoFrame.from_ndarray(frame,
                                                                "rgb24")):
           container.mux(packet)
@@ -90,19 +93,22 @@ def write_zip(path, members):
       z.writestr(name, data)
 
 
-def write_fakes(manual):
+def write_fakes(manual, fakes=FAKES, size=(W, H)):
+  """The audio zip and one video zip per actor of ``fakes``, videos of
+  ``size`` (width, height)."""
   os.makedirs(manual, exist_ok=True)
-  audio = {f"Actor_{a:02d}/": b"" for a in (1, 2, 21, 23)}
-  audio.update({f.member(3): f.wav() for f in FAKES})
-  write_zip(manual / ravdess.AUDIO_ZIP, audio)
-  for actor in (1, 2, 21, 23):
+  actors = sorted({f.actor for f in fakes})
+  audio = {f"Actor_{a:02d}/": b"" for a in actors}
+  audio.update({f.member(3): f.wav() for f in fakes})
+  write_zip(os.path.join(manual, ravdess.AUDIO_ZIP), audio)
+  for actor in actors:
     video = {}
-    for f in FAKES:
+    for f in fakes:
       if f.actor == actor:
-        video[f.member(2)] = f.mp4()
+        video[f.member(2)] = f.mp4(size)
         # The audio-video file is never read: garbage proves it.
         video[f.member(1)] = b"not read"
-    write_zip(manual / ravdess.video_zip(actor), video)
+    write_zip(os.path.join(manual, ravdess.video_zip(actor)), video)
 
 
 def rewrite(path, changes):
