@@ -3,6 +3,7 @@ h5py's reversed axis order, as MATLAB v7.3 writes it) and fake
 ``splits.mat`` / class-mapping files written with ``scipy.io.savemat``."""
 
 import os
+import pathlib
 import shutil
 import sys
 
@@ -75,8 +76,9 @@ def frames(seed=0):
 
 def write_labeled(path, fr, images_axes=(0, 3, 2, 1), skip=()):
   """The labelled ``.mat`` as MATLAB v7.3 stores it: a 512-byte MATLAB
-  header, then HDF5 with every array's axes reversed; ``scenes`` a (1, F)
-  array of references to uint16 char arrays under ``#refs#``."""
+  header, then HDF5 with every array's axes reversed and deflate-compressed
+  (here in one chunk per frame); ``scenes`` a (1, F) array of references to
+  uint16 char arrays under ``#refs#``."""
   with h5py.File(path, "w", userblock_size=512) as f:
     arrays = {"images": fr["image"].transpose(images_axes),
               "depths": fr["depth"].transpose(0, 2, 1),
@@ -84,7 +86,8 @@ def write_labeled(path, fr, images_axes=(0, 3, 2, 1), skip=()):
               "labels": fr["labels"].transpose(0, 2, 1)}
     for key, value in arrays.items():
       if key not in skip:
-        f.create_dataset(key, data=value)
+        f.create_dataset(key, data=value, compression="gzip",
+                         chunks=(1, *value.shape[1:]))
     refs = f.create_group("#refs#")
     names = []
     for i in range(FRAMES):
@@ -101,7 +104,10 @@ def write_splits(path, train=TRAIN, test=TEST):
 
 
 def write_fakes(manual):
-  os.makedirs(manual, exist_ok=True)
+  """The four input files in ``manual`` (a path or str); returns the frames
+  and the fake ``mapClass``."""
+  manual = pathlib.Path(manual)
+  manual.mkdir(parents=True, exist_ok=True)
   fr = frames()
   write_labeled(manual / nyu.LABELED, fr)
   write_splits(manual / nyu.SPLITS)

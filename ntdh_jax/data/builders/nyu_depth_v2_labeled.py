@@ -99,10 +99,11 @@ u8[H, W] (0 void, 1..40), ``label13`` u8[H, W] (0 void, 1..13), ``index``
 (1-based frame number in the ``.mat``, what ``splits.mat`` lists),
 ``scene`` (e.g. ``"kitchen_0028"``).
 
-Size on disk: at most H·W·9 bytes per example before array_record's
-compression — ``240x320`` ≤ 1.0 GB, ``120x160`` ≤ 0.25 GB, ``480x640``
-≤ 4.0 GB; smooth synthetic 480×640 frames came out at ~58 % of that
-(a one-off measurement, not in the tests).
+Size on disk: the tensors are H·W·9 bytes per example, which
+array_record's compression shrinks — ``240x320`` ≈ 1.0 GB before
+compression (0.94 GB built from random-pixel fakes, 0.58 GB from smooth
+synthetic frames: a one-off measurement, not in the tests), ``120x160`` a
+quarter of that, ``480x640`` four times.
 
 Source ``nyu_depth_v2_labeled`` (``data.name = "nyu_depth_v2_labeled"``):
 teacher ``rgb`` u8[H, W, 3], student ``depth`` f32[H, W, 1], labels
