@@ -24,6 +24,7 @@ import numpy as np
 
 from ntdh_jax.data import prepared
 from tests import test_mnist_pair
+from tests import test_nyu_depth_v2_labeled
 from tests import test_ravdess
 
 
@@ -44,6 +45,12 @@ def _ravdess(manual):
   test_ravdess.write_fakes(manual, clips, size=(1280, 720))
 
 
+def _nyu(manual):
+  """7 frames at 480×640 (6 in the splits), deflate-compressed HDF5 with one
+  chunk per frame, random pixels (a worst case for compression)."""
+  test_nyu_depth_v2_labeled.write_fakes(manual)
+
+
 # name -> (writes the fakes into manual_dir, builder config, real examples,
 # what the fakes hold, for the table)
 ESTIMATES = {
@@ -51,6 +58,8 @@ ESTIMATES = {
                    "all 70,000 digits, 200 photos 481×321"),
     "ravdess": (_ravdess, "present_actors", 1_440,
                 "12 clips: 3.7 s wav, 112 frames 1280×720"),
+    "nyu_depth_v2_labeled": (_nyu, "240x320", 1_449,
+                             "6 frames 480×640, deflate HDF5, random pixels"),
 }
 
 
