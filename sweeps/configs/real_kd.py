@@ -25,6 +25,7 @@ the paper's (see ``ntdh_jax.models``); widen them with
 import ml_collections
 
 from ntdh_jax import config as config_lib
+from ntdh_jax import data as data_lib
 
 _ADAM = dict(optimizer="adam", lr=1e-3, momentum=0.0)
 DATASETS = {
@@ -55,11 +56,11 @@ def get_config(arg=None):
   c.experiment = "kd"
   c.seed = 0
   c.num_seeds = 2 if arg.quick else 5
-  c.data = ml_collections.ConfigDict({"name": arg.dataset})
-  if arg.data_dir:
-    c.data.data_dir = arg.data_dir
-  if arg.config:
-    c.data.config = arg.config
+  # Every option of the source, defaults filled, so --config.data.KEY=...
+  # can set any of them (noise_level, frame, classes, mask, ...).
+  c.data = ml_collections.ConfigDict(data_lib.normalise({
+      "name": arg.dataset, "data_dir": arg.data_dir or None,
+      "config": arg.config or None}))
   c.teacher_model = ml_collections.ConfigDict(d["model"])
   c.model = ml_collections.ConfigDict(d["model"])
   train = dict(d["train"])
