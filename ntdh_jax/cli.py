@@ -20,13 +20,15 @@ import argparse
 import logging
 import os
 import sys
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 import jax
 
 from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
+from ntdh_jax.errors import Parser
 from ntdh_jax.errors import UserError
+from ntdh_jax.errors import fail
 from ntdh_jax.train import sweep
 
 PROG = "ntdh-sweep"
@@ -59,19 +61,8 @@ def _positive_int(text: str) -> int:
   return value
 
 
-def _fail(message: str) -> NoReturn:
-  print(f"{PROG}: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str) -> NoReturn:
-    """One line (argparse's default prints the whole usage first)."""
-    _fail(f"{message} (see {PROG} --help)")
-
-
 def _parse_flags(argv: Sequence[str] | None):
-  parser = _Parser(
+  parser = Parser(
       prog=PROG,
       description="Run a sweep config into a workdir (resuming if relaunched).",
       epilog="--config.KEY=VALUE overrides a field of the config (before the "
@@ -180,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   except UserError as e:
     if flags.traceback:
       raise
-    _fail(str(e))
+    fail(PROG, str(e))
 
 
 if __name__ == "__main__":

@@ -19,30 +19,21 @@ corrupt archive, already prepared), one line ``ntdh-data: error: ...``.
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 from ntdh_jax.data import prepared
+from ntdh_jax.errors import Parser
 from ntdh_jax.errors import UserError
+from ntdh_jax.errors import fail
 
 PROG = "ntdh-data"
 
 
-def _fail(message: str) -> NoReturn:
-  print(f"{PROG}: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str) -> NoReturn:
-    _fail(f"{message} (see {PROG} --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog=PROG, description="Prepare the NTDH paper's real "
+  parser = Parser(prog=PROG, description="Prepare the NTDH paper's real "
                    "datasets from archives you downloaded.")
   sub = parser.add_subparsers(dest="command", required=True,
-                              parser_class=_Parser)
+                              parser_class=Parser)
   names = sorted(prepared.BUILDERS)
   p = sub.add_parser("instructions", help="which archives, from where")
   p.add_argument("name", choices=names)
@@ -108,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   except UserError as e:
     if getattr(flags, "traceback", False):
       raise
-    _fail(str(e))
+    fail(PROG, str(e))
 
 
 if __name__ == "__main__":

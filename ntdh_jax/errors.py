@@ -1,4 +1,9 @@
-"""Error types shared by the library and the command line."""
+"""Error types shared by the library and the command line, and how the
+command line reports them."""
+
+import argparse
+import sys
+from typing import NoReturn
 
 
 class UserError(ValueError):
@@ -12,3 +17,17 @@ class UserError(ValueError):
   It is a ``ValueError``, so code that catches ``ValueError`` (and tests that
   expect one) still does.
   """
+
+
+def fail(prog: str, message: str) -> NoReturn:
+  """Prints ``PROG: error: MESSAGE`` on stderr and exits with status 2."""
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+class Parser(argparse.ArgumentParser):
+  """argparse whose usage errors are one line too (argparse's default prints
+  the whole usage first), named for the root command."""
+
+  def error(self, message: str) -> NoReturn:
+    fail(self.prog.split()[0], f"{message} (see {self.prog} --help)")

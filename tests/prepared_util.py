@@ -1,6 +1,7 @@
 """Shared by the dataset-builder tests: build from fakes, run a tiny sweep."""
 
 import json
+import math
 import os
 
 from ntdh_jax import config as config_lib
@@ -32,4 +33,18 @@ def tiny_kd_sweep(dataset, data_dir, workdir, overrides=(), config=None):
   with open(os.path.join(workdir, "results.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   assert os.path.exists(os.path.join(workdir, "report.md"))
+  assert sorted(r["tag.role"] for r in rows) == ["kd", "kd", "no_kd",
+                                                 "teacher"]
+  for r in rows:
+    assert 0.0 <= r["history.test_acc"][-1] <= 1.0
+    assert all(math.isfinite(x) for x in r["history.train_ce"])
   return rows
+
+
+def truncate(path, keep=0.5):
+  """Cuts the file at ``path`` to ``keep`` of its bytes (a broken
+  download)."""
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:int(len(data) * keep)])

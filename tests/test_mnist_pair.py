@@ -14,7 +14,6 @@ from ntdh_jax import data as data_lib
 from ntdh_jax.data import archives
 from ntdh_jax.data import mnistm
 from ntdh_jax.data import prepared
-from ntdh_jax.data.builders import mnist_pair
 from ntdh_jax.errors import UserError
 from tests import prepared_util
 
@@ -139,11 +138,8 @@ def test_listed_and_refused_twice(built):
 
 def test_tiny_kd_sweep_runs_end_to_end(built, tmp_path):
   root, _ = built
-  rows = prepared_util.tiny_kd_sweep("mnist_pair", root / "data",
+  prepared_util.tiny_kd_sweep("mnist_pair", root / "data",
                                      tmp_path / "w")
-  roles = sorted(r["tag.role"] for r in rows)
-  assert roles == ["kd", "kd", "no_kd", "teacher"]
-  assert all(0.0 <= r["history.test_acc"][-1] <= 1.0 for r in rows)
 
 
 # -- bad input ---------------------------------------------------------------
@@ -155,20 +151,16 @@ def _bad(tmp_path, damage):
   return manual
 
 
-def _truncate(path, keep=0.5):
-  data = open(path, "rb").read()
-  open(path, "wb").write(data[:int(len(data) * keep)])
-
 
 @pytest.mark.parametrize("damage, message", [
     (lambda m: os.remove(m / "t10k-labels-idx1-ubyte.gz"),
      r"missing t10k-labels-idx1-ubyte.gz in --manual_dir"),
-    (lambda m: _truncate(m / "train-images-idx3-ubyte.gz"),
+    (lambda m: prepared_util.truncate(m / "train-images-idx3-ubyte.gz"),
      r"train-images-idx3-ubyte.gz: truncated or corrupt"),
     (lambda m: write_idx(m / "train-images-idx3-ubyte.gz",
                          np.zeros((12, 28, 28)), 2049),
      r"train-images-idx3-ubyte.gz: idx magic number 2049, expected 2051"),
-    (lambda m: _truncate(m / "BSR_bsds500.tgz"),
+    (lambda m: prepared_util.truncate(m / "BSR_bsds500.tgz"),
      r"BSR_bsds500.tgz.*truncated or corrupt"),
     (lambda m: tarfile.open(m / "BSR_bsds500.tgz", "w:gz").close(),
      r"BSR_bsds500.tgz: no JPEG under BSR/BSDS500/data/images/train/"),

@@ -281,20 +281,13 @@ def test_tiny_kd_sweep_runs_end_to_end(built, tmp_path):
   data_dir, _, _ = built
   # One-level U-Nets: the sweep's cost is XLA compiling its programs, which
   # grows with the depth of the net, not with the 240×320 frames.
-  rows = prepared_util.tiny_kd_sweep(
+  prepared_util.tiny_kd_sweep(
       NAME, data_dir, tmp_path / "w",
       overrides=["model.channels=[4]", "teacher_model.channels=[4]",
                  "train.eval_batch_size=2"])
-  roles = sorted(r["tag.role"] for r in rows)
-  assert roles == ["kd", "kd", "no_kd", "teacher"]
-  assert all(0.0 <= r["history.test_acc"][-1] <= 1.0 for r in rows)
 
 
 # -- bad input ---------------------------------------------------------------
-
-def _truncate(path, keep=0.5):
-  data = open(path, "rb").read()
-  open(path, "wb").write(data[:int(len(data) * keep)])
 
 
 def _edit_labeled(edit):
@@ -323,7 +316,7 @@ BAD_INPUT = {
         lambda m: os.remove(m / nyu.MAP13),
         r"missing class13Mapping\.mat in --manual_dir"),
     "truncated_mat": (
-        lambda m: _truncate(m / nyu.LABELED),
+        lambda m: prepared_util.truncate(m / nyu.LABELED),
         _LABELED + r": truncated or corrupt \(OSError"),
     "mat_not_hdf5": (
         lambda m: scipy.io.savemat(m / nyu.LABELED, {"images": np.zeros(3)}),
@@ -361,7 +354,7 @@ BAD_INPUT = {
         lambda m: scipy.io.savemat(m / nyu.SPLITS, {"trainNdxs": [[1.0]]}),
         r"splits\.mat: no variable 'testNdxs' \(found \['trainNdxs'\]\)"),
     "truncated_splits": (
-        lambda m: _truncate(m / nyu.SPLITS),
+        lambda m: prepared_util.truncate(m / nyu.SPLITS),
         r"splits\.mat: not a readable MATLAB \.mat file"),
     "map40_value_41": (
         lambda m: scipy.io.savemat(m / nyu.MAP40, {"mapClass": [[1, 41, 2]]}),

@@ -24,6 +24,14 @@ from ntdh_jax.experiments import tables
 from ntdh_jax.train import stages
 from ntdh_jax.train.program import RunSpec
 
+# The students a KD study distils by default (``config.methods``): Hinton KD
+# (CE + KL at T = 4) and DKD with its paper's defaults (α = 1, β = 8, T = 4).
+METHODS = {
+    "kd": {"distill": "kl", "kd_form": "additive", "temperature": 4.0,
+           "kd_weight": 1.0},
+    "dkd": {"distill": "dkd", "kd_form": "additive", "temperature": 4.0,
+            "alpha": 1.0, "beta": 8.0, "kd_weight": 1.0},
+}
 _DIVERGENCES = ("tcjsd", "ncjsd", "tckl", "nckl")
 _STATIC = ("distill", "kd_form", "sample_mask")
 

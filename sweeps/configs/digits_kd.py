@@ -14,6 +14,7 @@ teacher and the no-KD student also measure it. ``:quick`` is a smoke run
 import ml_collections
 
 from ntdh_jax import config as config_lib
+from ntdh_jax.experiments import kd
 
 
 def get_config(arg=None):
@@ -29,10 +30,5 @@ def get_config(arg=None):
   c.train = ml_collections.ConfigDict(dict(
       optimizer="adam", lr=1e-3, momentum=0.0, batch_size=64,
       epochs=5 if arg.quick else 30, eval_every=5, eval_batch_size=512))
-  c.methods = ml_collections.ConfigDict({
-      "kd": {"distill": "kl", "kd_form": "additive", "temperature": 4.0,
-             "kd_weight": 1.0},
-      "dkd": {"distill": "dkd", "kd_form": "additive", "temperature": 4.0,
-              "alpha": 1.0, "beta": 8.0, "kd_weight": 1.0},
-  })
+  c.methods = ml_collections.ConfigDict(kd.METHODS)
   return c

@@ -25,6 +25,7 @@ the paper's (see ``ntdh_jax.models``); widen them with
 import ml_collections
 
 from ntdh_jax import config as config_lib
+from ntdh_jax.experiments import kd
 from ntdh_jax import data as data_lib
 
 _ADAM = dict(optimizer="adam", lr=1e-3, momentum=0.0)
@@ -68,10 +69,5 @@ def get_config(arg=None):
     train["epochs"] = 2
   c.train = ml_collections.ConfigDict(dict(
       **train, eval_every=train["epochs"], eval_batch_size=256))
-  c.methods = ml_collections.ConfigDict({
-      "kd": {"distill": "kl", "kd_form": "additive", "temperature": 4.0,
-             "kd_weight": 1.0},
-      "dkd": {"distill": "dkd", "kd_form": "additive", "temperature": 4.0,
-              "alpha": 1.0, "beta": 8.0, "kd_weight": 1.0},
-  })
+  c.methods = ml_collections.ConfigDict(kd.METHODS)
   return c
