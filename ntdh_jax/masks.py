@@ -40,6 +40,9 @@ import jax.numpy as jnp
 from ntdh_jax import validation
 
 MASK_KINDS = ("true", "false", "random")
+# How permutation_importance draws its row permutations: one per (repeat,
+# unit), or one per repeat shared by all units.
+PERMUTATIONS = ("per_unit", "shared")
 
 # Default memory budget of permutation importance: permuted input values
 # alive at once (unit_batch · row_batch · values per example), 2^24 float32 =
@@ -149,22 +152,40 @@ def mean_score(score_fn: ScoreFn, x: jax.Array, *,
 
 def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
                            num_repeats: int, *, unit_batch: int = _UNIT_BATCH,
-                           row_batch: Optional[int] = None) -> jax.Array:
+                           row_batch: Optional[int] = None,
+                           permutations: str = "per_unit") -> jax.Array:
   """Mean score of ``x`` with each unit permuted, for every unit and repeat.
 
   The importance of unit j in repeat m is the mean over all N rows of
   ``score_fn`` with unit j of every row replaced by that unit of row
-  ``perm[row]``, ``perm = jax.random.permutation(fold_in(fold_in(key, m),
-  j), N)``. A unit is a column of an ``[N, D]`` input, or one position
+  ``perm[row]``. A unit is a column of an ``[N, D]`` input, or one position
   (all channels together) of an ``[N, ..., C]`` input such as
-  ``[N, H, W, C]`` images; j is its flat index.
+  ``[N, H, W, C]`` images; j is its flat index. ``permutations`` chooses
+  ``perm``:
+
+  * ``"per_unit"`` (default): a fresh permutation for every (repeat, unit),
+    ``perm = jax.random.permutation(fold_in(fold_in(key, m), j), N)``: M·U
+    draws, each sorting N random keys (in one or more rounds), which
+    dominates the cost when ``score_fn`` is cheap.
+  * ``"shared"``: one permutation per repeat, shared by every unit,
+    ``perm = jax.random.permutation(fold_in(key, m), N)``: M sorts instead of
+    M·U. Each unit's estimate is unchanged in distribution: in repeat m its
+    unit is still moved by a uniformly random permutation, independent
+    across repeats, so its M scores and their mean have the same joint law
+    as with ``"per_unit"``. Each score still moves one unit alone (the
+    others keep their own rows). What changes is only the dependence
+    between units: within a repeat all units are moved by the same row
+    order, so the estimates of different units are correlated, and what
+    combines units (``normalise_importance``'s min–max, a mask's ranking)
+    may be distributed differently.
 
   Memory: ``lax.map`` steps over the M·U (repeat, unit) pairs,
   ``unit_batch`` of them vmapped side by side, and each step scores the rows
   in blocks of ``row_batch``, so at most ``unit_batch × row_batch`` permuted
-  examples exist at once (plus one ``int32[N]`` permutation per unit in the
-  step). The mean is the sum of block sums / N; a single block computes
-  ``jnp.sum(scores) / N`` exactly, see ``mean_score``.
+  examples exist at once, plus one ``int32[N]`` permutation per pair in the
+  step (``"per_unit"``) or the M shared ones, ``int32[M, N]``, for the whole
+  call (``"shared"``). The mean is the sum of block sums / N; a single block
+  computes ``jnp.sum(scores) / N`` exactly, see ``mean_score``.
 
   Args:
     score_fn: ``(x_rows f[B, ...], rows i32[B]) -> f32[B]``, per-example
@@ -187,6 +208,7 @@ def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
       ``unit_batch · row_batch · (values per example) <= 2^24`` (64 MiB of
       float32). At that budget NTDH's synthetic study (6000 × 50) is one
       block, i.e. the unbatched batch mean bit for bit.
+    permutations: ``"per_unit"`` or ``"shared"`` (see above), static.
 
   Returns:
     ``f32[M, D]`` for ``[N, D]`` input, ``f32[M, ..., 1]`` (e.g.
@@ -194,16 +216,30 @@ def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
     against one example. One jit-able computation.
   """
   _check_importance_args(x, num_repeats, unit_batch, row_batch)
+  validation.check_choice(permutations, "permutations", PERMUTATIONS)
   x = jnp.asarray(x)
   n = x.shape[0]
   units, unit_shape = _as_units(x)
   num_units = units.shape[1]
   row_batch = row_batch or _default_row_batch(x, unit_batch)
 
+  if permutations == "per_unit":
+    def permutation(m, j):
+      return jax.random.permutation(
+          jax.random.fold_in(jax.random.fold_in(key, m), j), n)
+  else:
+    # The M draws (M sorts) happen once, here; the pairs only look them up.
+    shared = jax.vmap(lambda m: jax.random.permutation(
+        jax.random.fold_in(key, m), n))(jnp.arange(num_repeats,
+                                                   dtype=jnp.int32))
+
+    def permutation(m, j):
+      del j  # every unit of repeat m moves by the same row order
+      return shared[m]
+
   def importance(pair):
     m, j = pair // num_units, pair % num_units
-    perm = jax.random.permutation(
-        jax.random.fold_in(jax.random.fold_in(key, m), j), n)
+    perm = permutation(m, j)
 
     def substitute(x_rows, rows):
       b = x_rows.shape[0]

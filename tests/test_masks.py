@@ -64,16 +64,25 @@ def _permutation(key, n):
   return lambda m, j: np.asarray(rows(m, j))
 
 
+def _shared_permutation(key, n):
+  """The documented ``permutations="shared"`` draw, one repeat at a time
+  (the library draws all M at once, vmapped): unit j ignored."""
+  rows = jax.jit(lambda m: jax.random.permutation(jax.random.fold_in(key, m),
+                                                  n))
+  return lambda m, j: np.asarray(rows(m))
+
+
 _X = jnp.asarray(np.random.RandomState(0).normal(size=(24, 5)), jnp.float32)
 _importance = jax.jit(masks.permutation_importance,
                       static_argnames=("score_fn", "num_repeats", "unit_batch",
-                                       "row_batch"))
+                                       "row_batch", "permutations"))
 
 
-def _importance_of(x, unit_batch=15, row_batch=None):
+def _importance_of(x, unit_batch=15, row_batch=None, permutations="per_unit"):
   """3 repeats × 5 columns; by default all 15 in one step and one block."""
   return _importance(score_fn=_score, x=x, key=KEY, num_repeats=3,
-                     unit_batch=unit_batch, row_batch=row_batch)
+                     unit_batch=unit_batch, row_batch=row_batch,
+                     permutations=permutations)
 
 
 def test_permutation_importance_equals_float64_double_loop():
@@ -90,14 +99,46 @@ def test_permutation_importance_equals_float64_double_loop():
       np.asarray(_X, np.float64)).mean()), rtol=1e-6)
 
 
+def test_shared_permutations_equal_float64_double_loop():
+  """permutations="shared": the double loop with one permutation per repeat,
+  fold_in(key, m), moving every column in that repeat."""
+  shared = _importance_of(_X, permutations="shared")
+  want = reference.permutation_importance(
+      _score64, _X, _shared_permutation(KEY, 24), 3)
+  assert shared.shape == (3, 5) and shared.dtype == jnp.float32
+  np.testing.assert_allclose(shared, want, rtol=1e-6, atol=1e-7)
+  # Not the per-unit draws, and the repeats still drew different rows...
+  assert not np.allclose(shared, _importance_of(_X))
+  assert len(np.unique(np.asarray(shared[:, :4]))) == 12
+  # ...while the ignored column keeps the unpermuted score.
+  np.testing.assert_allclose(shared[:, 4], np.full(3, _score64(
+      np.asarray(_X, np.float64)).mean()), rtol=1e-6)
+
+
+@pytest.mark.parametrize("permutations", masks.PERMUTATIONS)
 @pytest.mark.parametrize("unit_batch,row_batch", [(1, 5), (4, 7)])
-def test_batched_importance_equals_unbatched(unit_batch, row_batch):
+def test_batched_importance_equals_unbatched(unit_batch, row_batch,
+                                             permutations):
   """Blocks of units (15 pairs in steps of 4: a remainder step) and of rows
   (24 rows in blocks of 5 or 7: a partial last block) give the one-block
   result up to float32 round-off."""
-  whole = _importance_of(_X)
-  batched = _importance_of(_X, unit_batch=unit_batch, row_batch=row_batch)
+  whole = _importance_of(_X, permutations=permutations)
+  batched = _importance_of(_X, unit_batch=unit_batch, row_batch=row_batch,
+                           permutations=permutations)
   np.testing.assert_allclose(batched, whole, rtol=1e-6, atol=1e-7)
+
+
+def test_shared_importance_vmaps_over_keys():
+  """Vmapped over keys (e.g. seeds of a sweep), each row is that key's
+  unvmapped result."""
+  keys = jax.random.split(KEY, 3)
+  run = lambda x, key: masks.permutation_importance(
+      _score, x, key, 2, unit_batch=4, row_batch=7, permutations="shared")
+  together = jax.jit(jax.vmap(run, in_axes=(None, 0)))(_X, keys)
+  one = jax.jit(run)
+  for i, key in enumerate(keys):
+    np.testing.assert_allclose(together[i], one(_X, key), rtol=1e-6,
+                               atol=1e-7)
 
 
 def test_single_block_is_the_full_batch_mean_bit_for_bit():
@@ -167,6 +208,17 @@ def test_pixel_importance_permutes_whole_pixels():
                     _PIXELS.shape)
 
 
+def test_shared_pixel_importance_equals_float64_double_loop():
+  """[N, H, W, C]: every pixel of repeat m moves (all channels) by the same
+  permutation."""
+  want = reference.permutation_importance(
+      _pixel_score64, _PIXELS, _shared_permutation(KEY, 6), 2)
+  got = _importance(score_fn=_pixel_score, x=_PIXELS, key=KEY, num_repeats=2,
+                    unit_batch=8, row_batch=4, permutations="shared")
+  chex.assert_shape(got, (2, 3, 4, 1))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def _largest_array(jaxpr) -> int:
   """Entries of the largest array any equation (at any depth) produces."""
   def sub_jaxprs(value):
@@ -188,34 +240,42 @@ def _largest_array(jaxpr) -> int:
   return largest
 
 
-def test_memory_is_bounded_by_the_blocks():
+@pytest.mark.parametrize("permutations", masks.PERMUTATIONS)
+def test_memory_is_bounded_by_the_blocks(permutations):
   """No intermediate is larger than the input itself: with 2 units × 8 rows
   a step, 16 permuted examples exist at once, not the M·D = 15 full copies
-  (15 × 64 × 5 values) of an all-at-once vmap."""
+  (15 × 64 × 5 values) of an all-at-once vmap. The shared permutations add
+  one int32[M, N]."""
   x = jnp.ones((64, 5), jnp.float32)
   score = lambda x_rows, rows: jnp.sum(jnp.tanh(x_rows), axis=-1)
   jaxpr = jax.make_jaxpr(lambda x, k: masks.permutation_importance(
-      score, x, k, 3, unit_batch=2, row_batch=8))(x, KEY)
+      score, x, k, 3, unit_batch=2, row_batch=8,
+      permutations=permutations))(x, KEY)
   assert _largest_array(jaxpr.jaxpr) <= x.size
   all_at_once = jax.make_jaxpr(lambda x, k: masks.permutation_importance(
-      score, x, k, 3, unit_batch=15, row_batch=64))(x, KEY)
+      score, x, k, 3, unit_batch=15, row_batch=64,
+      permutations=permutations))(x, KEY)
   assert _largest_array(all_at_once.jaxpr) >= 15 * x.size
 
 
-def test_permutation_importance_compiles_once_for_new_values():
+@pytest.mark.parametrize("permutations", masks.PERMUTATIONS)
+def test_permutation_importance_compiles_once_for_new_values(permutations):
+  chex.clear_trace_counter()  # each parametrisation traces `run` anew
+
   @jax.jit
   @chex.assert_max_traces(n=1)
   def run(x, key):
-    return masks.permutation_importance(_score, x, key, 1, unit_batch=5,
-                                        row_batch=7)
+    return masks.permutation_importance(_score, x, key, 2, unit_batch=5,
+                                        row_batch=7, permutations=permutations)
 
   for seed in range(2):
     run(_X + seed, jax.random.PRNGKey(seed))
 
 
 def test_permutation_importance_rejects_bad_input():
-  """A non-[N, ...] input, fewer than one repeat, bad block sizes or a
-  score_fn that is not per-example raise, naming the argument."""
+  """A non-[N, ...] input, fewer than one repeat, bad block sizes, a
+  score_fn that is not per-example or an unknown permutations mode raise,
+  naming the argument."""
   with pytest.raises(ValueError, match="x must be"):
     masks.permutation_importance(_score, jnp.ones((5,)), KEY, 2)
   with pytest.raises(ValueError, match="x must be"):
@@ -231,6 +291,11 @@ def test_permutation_importance_rejects_bad_input():
   with pytest.raises(ValueError, match="score_fn's output"):
     jax.eval_shape(lambda x: masks.permutation_importance(
         lambda x_rows, rows: jnp.mean(x_rows), x, KEY, 1), jnp.ones((4, 5)))
+  with pytest.raises(ValueError,
+                     match=r"permutations must be one of \('per_unit', "
+                           r"'shared'\), got 'per_feature'"):
+    masks.permutation_importance(_score, jnp.ones((4, 5)), KEY, 1,
+                                 permutations="per_feature")
 
 
 # --------------------------------------------------------- normalisation
