@@ -26,6 +26,7 @@ import pytest
 
 from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
+from tests import conftest
 from tests.toy_programs import SWEEP_CONFIG  # the same toy sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,7 +55,8 @@ def _env(process_id: int, port: int, devices: int) -> dict:
                               "TPU_"))}
   env.update(
       PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+      XLA_FLAGS=conftest.xla_flags(
+          f"--xla_force_host_platform_device_count={devices}"),
       SLURM_JOB_ID="1", SLURM_STEP_NODELIST="localhost",
       SLURM_NTASKS=str(PROCESSES), SLURM_PROCID=str(process_id),
       SLURM_LOCALID=str(process_id), JAX_COORDINATOR_PORT=str(port),

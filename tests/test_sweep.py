@@ -29,6 +29,7 @@ from ntdh_jax import experiments
 from ntdh_jax.train import checkpoint, sweep
 from ntdh_jax.train.program import RunSpec
 from ntdh_jax.train.results import ResultsStore
+from tests import conftest
 from tests import toy_programs as tp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +65,8 @@ def _rows_by_id(workdir):
 def _cli(workdir, config_path, *, devices=1, cache=None):
   """Starts the CLI on ``config_path``; its output goes to ``workdir.log``."""
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=conftest.xla_flags(
+                 f"--xla_force_host_platform_device_count={devices}"))
   if cache:  # relaunches reuse the executables (the same bits) of the first
     env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
@@ -305,7 +307,8 @@ def _sweep_on_devices(devices, workdir, specs, flags=""):
             "sweep.run_sweep(pickle.load(sys.stdin.buffer), sys.argv[1], "
             f"build_program=tp.build_program, progress=False, {flags})\n")
   env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=conftest.xla_flags(
+                 f"--xla_force_host_platform_device_count={devices}"))
   subprocess.run([sys.executable, "-c", script, str(workdir)], check=True,
                  input=pickle.dumps(specs), env=env, cwd=REPO)
 
