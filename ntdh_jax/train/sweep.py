@@ -436,6 +436,16 @@ def _read_outputs(directory: str, chunk_rows: Sequence[dict],
   return outputs
 
 
+def run_outputs(workdir: str, rows: Sequence[dict], row: Mapping) -> dict:
+  """The stored outputs of the run of results row ``row`` (host arrays,
+  verified like an upstream read), e.g. a masked teacher's
+  ``feature_mask`` for a report's figure."""
+  path = row["outputs.path"]
+  outputs = _read_outputs(os.path.join(workdir, path),
+                          _chunk_rows({r["run_id"]: r for r in rows}, path))
+  return jax.tree.map(lambda x: np.asarray(x[row["outputs.index"]]), outputs)
+
+
 def _check_recomputed(new: Sequence[dict], stored: Mapping[str, dict]):
   """Recomputed rows must equal the rows stored for the same runs."""
   for row in new:

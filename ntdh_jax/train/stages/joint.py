@@ -35,10 +35,14 @@ class JointConfig(common.StageConfig):
   """Attributes (besides ``StageConfig``'s):
     joint_distance: ``"ncjsd"`` (the paper), ``"kl"`` or ``"mse"`` on logits.
     importance_repeats: M, permutations per feature.
+    importance_permutations: ``"per_unit"`` (a fresh permutation per feature
+      and repeat, the reference's) or ``"shared"`` (one per repeat for all
+      features: M sorts instead of M·D; see ``masks.permutation_importance``).
     teacher_model: the teacher network's config (default: ``model``).
   """
   joint_distance: str = "ncjsd"
   importance_repeats: int = 10
+  importance_permutations: str = "per_unit"
   teacher_model: Mapping | None = None
 
   def __post_init__(self):
@@ -46,6 +50,8 @@ class JointConfig(common.StageConfig):
     common.fill_teacher_model(self)
     common.check_choice("joint_distance", self.joint_distance, DISTANCES)
     common._check_int("importance_repeats", self.importance_repeats, low=1)
+    common.check_choice("importance_permutations",
+                        self.importance_permutations, masks.PERMUTATIONS)
 
 
 def hparams(c: JointConfig) -> dict:
@@ -184,7 +190,8 @@ def make(c: JointConfig) -> Program:
 
     scores = masks.permutation_importance(
         score, x_teacher, jax.random.fold_in(carry["key"], common.MASK_KEY),
-        c.importance_repeats, row_batch=c.eval_batch_size)
+        c.importance_repeats, row_batch=c.eval_batch_size,
+        permutations=c.importance_permutations)
     baseline = masks.mean_score(score, x_teacher, row_batch=c.eval_batch_size)
     return ({"baseline_ncjsd": baseline},
             {"importance": masks.normalise_importance(scores)})
