@@ -150,6 +150,23 @@ def apply_overrides(config: ConfigDict, overrides: Sequence[str]) -> ConfigDict:
   return config
 
 
+def check_study(c, valid_parts, part_lists) -> list[str]:
+  """A study config's ``parts`` (non-empty, each in ``valid_parts``), the
+  lists each selected part loops over (``part_lists[part]``: keys, each a
+  non-empty list) and its ``num_seeds``/``seed``; returns the parts."""
+  unknown = sorted(set(c.parts) - set(valid_parts))
+  if unknown:
+    raise ValueError(f"config.parts has unknown parts {unknown}; valid: "
+                     f"{tuple(valid_parts)}.")
+  check_count(c, "num_seeds")
+  check_count(c, "seed", low=0)
+  parts = check_nonempty(c, "parts")
+  for part in parts:
+    for key in part_lists[part]:
+      check_nonempty(c, key)
+  return parts
+
+
 def parse_arg(arg: str | None, **defaults) -> ConfigDict:
   """Reads ``get_config``'s ``arg`` string, typed like ``defaults``.
 

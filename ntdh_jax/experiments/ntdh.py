@@ -169,15 +169,7 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
   """Every run of the selected parts for every config point."""
   specs = []
   for c in configs:
-    unknown = sorted(set(c.parts) - set(PARTS))
-    if unknown:
-      raise ValueError(f"config.parts has unknown parts {unknown}; valid: "
-                       f"{PARTS}.")
-    config_lib.check_count(c, "num_seeds")
-    config_lib.check_count(c, "seed", low=0)
-    for part in config_lib.check_nonempty(c, "parts"):
-      for key in _PART_LISTS[part]:
-        config_lib.check_nonempty(c, key)
+    config_lib.check_study(c, PARTS, _PART_LISTS)
     if "alg1" in c.parts:
       config_lib.check_count(c, "alg1.repeats")
     for preset in c.presets:
