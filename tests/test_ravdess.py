@@ -287,7 +287,6 @@ WAV = FAKES[3].member(3)   # Actor_02/03-01-02-01-02-02-02.wav
 MP4 = FAKES[3].member(2)
 
 
-
 def _short_video(manual):
   few = Fake(2, 2, 1, 2, 2, n_frames=5)
   rewrite(manual / ravdess.video_zip(2), {MP4: few.mp4()})

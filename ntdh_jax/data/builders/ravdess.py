@@ -201,6 +201,12 @@ class Clip(NamedTuple):
     """The name without the modality: the key shared by a clip's files."""
     return "-".join(f"{c:02d}" for c in (1, *self[1:]))
 
+  @property
+  def member(self) -> str:
+    """Its name in the zip (the only one ``parse_member`` accepts)."""
+    return (f"Actor_{self.actor:02d}/{self.modality:02d}-{self.stem}."
+            f"{_EXTENSION[self.modality]}")
+
 
 def _skipped(member: str) -> bool:
   """Folders, and metadata that zip tools of macOS and others add."""
@@ -235,8 +241,8 @@ def parse_member(path: str, member: str) -> Clip:
 
 
 def index(path: str, archive: zipfile.ZipFile,
-          actor: int | None = None) -> dict[int, dict[str, str]]:
-  """``{actor: {stem: member}}`` of the wavs of the audio zip
+          actor: int | None = None) -> dict[int, dict[str, Clip]]:
+  """``{actor: {stem: clip}}`` of the wavs of the audio zip
   (``actor=None``) or the video-only mp4s of ``actor``'s video zip; every
   member's name is checked, and so is its place (03 files in the audio zip,
   01 and 02 files of ``actor`` in its video zip)."""
@@ -254,7 +260,7 @@ def index(path: str, archive: zipfile.ZipFile,
           f"{path} (member {member}): a modality {clip.modality:02d} file of "
           f"actor {clip.actor:02d}, but {holds}.")
     if clip.modality == kept:
-      found[clip.actor][clip.stem] = member
+      found[clip.actor][clip.stem] = clip
   return found
 
 
@@ -410,10 +416,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           mp4s = index(video_path, video, actor).get(actor, {})
           _check_pairs(audio_path, wavs.get(actor, {}), video_path, mp4s,
                        actor)
-          for stem, member in sorted(wavs[actor].items()):
-            clip = parse_member(audio_path, member)
-            wave = read_wave(audio, member)
-            frames, n = read_frames(video, mp4s[stem])
+          for stem, clip in sorted(wavs[actor].items()):
+            wave = read_wave(audio, clip.member)
+            frames, n = read_frames(video, mp4s[stem].member)
             cut += len(wave) > KEPT_SAMPLES
             total += 1
             yield stem, {
@@ -441,8 +446,8 @@ def _check_pairs(audio_path, wavs, video_path, mp4s, actor):
         f"{audio_path}: no wav of actor {actor:02d}; expected "
         f"Actor_{actor:02d}/03-01-EE-II-SS-RR-{actor:02d}.wav files.")
   for stem in sorted(set(wavs) ^ set(mp4s)):
-    wav = f"Actor_{actor:02d}/03-{stem}.wav"
-    mp4 = f"Actor_{actor:02d}/02-{stem}.mp4"
+    clip = wavs.get(stem) or mp4s[stem]
+    wav, mp4 = (clip._replace(modality=m).member for m in (3, 2))
     has, lacks = ((f"{audio_path} has {wav}", f"{video_path} lacks {mp4}")
                   if stem in wavs else
                   (f"{video_path} has {mp4}", f"{audio_path} lacks {wav}"))
