@@ -237,9 +237,10 @@ def test_records_hold_both_labellings_the_scene_and_the_frame(built):
     assert [int(r["index"]) for r in rows] == order
     assert [r["scene"].decode() for r in rows] == [scene(i) for i in order]
     label40, label13 = ref_labels(fr, map_class, order, 2)
-    np.testing.assert_array_equal(prepared.stack(rows, "label40"), label40)
+    got40 = prepared.stack(rows, "label40")
+    np.testing.assert_array_equal(got40, label40)
+    assert got40.dtype == np.uint8
     np.testing.assert_array_equal(prepared.stack(rows, "label13"), label13)
-    assert prepared.stack(rows, "label40").dtype == np.uint8
 
 
 def test_class13_mapping_round_trips(fakes):

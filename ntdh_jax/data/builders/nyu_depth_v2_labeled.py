@@ -470,10 +470,10 @@ class NyuSource(prepared.PreparedSource):
     """``teacher`` u8[N, H, W, 3], ``student`` f32[N, H, W, 1], ``y``
     i32[N, H, W] (class − 1, void → ``IGNORE``), in ``.mat`` frame order."""
     del split
-    order = np.argsort(prepared.stack(rows, "index"))
-    labels = prepared.stack(rows, f"label{config.classes}", np.int32)[order]
-    return {"teacher": prepared.stack(rows, "image")[order],
-            "student": prepared.stack(rows, "depth")[order, ..., None],
+    rows = sorted(rows, key=lambda r: int(r["index"]))
+    labels = prepared.stack(rows, f"label{config.classes}", np.int32)
+    return {"teacher": prepared.stack(rows, "image"),
+            "student": prepared.stack(rows, "depth")[..., None],
             "y": np.where(labels == 0, IGNORE, labels - 1).astype(
                 np.int32, copy=False)}
 
