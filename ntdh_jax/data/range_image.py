@@ -142,8 +142,9 @@ def project(points: np.ndarray, labels: np.ndarray | None = None,
   # Sort by pixel, then range (lexsort is stable: equal ranges keep the
   # lower point index first); the first point of each pixel's run wins.
   order = np.lexsort((r, pixel))
+  ordered = pixel[order]
   first = np.ones(len(order), bool)
-  first[1:] = pixel[order][1:] != pixel[order][:-1]
+  first[1:] = ordered[1:] != ordered[:-1]
   winners = order[first]
   index = np.full(height * width, -1, np.int32)
   index[pixel[winners]] = winners
