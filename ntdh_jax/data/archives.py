@@ -84,9 +84,10 @@ def check(manual_dir: str, archives: Sequence[Archive], verify: bool,
             + ": truncated or a different file; download it again from "
               f"{archive.url} (or pass --skip_checksums for a repacked "
               "archive).")
-      if archive.sha256 is not None and sha256(path) != archive.sha256:
+      digest = None if archive.sha256 is None else sha256(path)
+      if digest != archive.sha256:  # one pass over a file of up to 80 GB
         raise ArchiveError(
-            f"{path}: sha256 {sha256(path)}, expected {archive.sha256}: "
+            f"{path}: sha256 {digest}, expected {archive.sha256}: "
             f"corrupt or a different file; download it again from "
             f"{archive.url} (or pass --skip_checksums for a repacked "
             "archive).")

@@ -127,20 +127,24 @@ def prepare(name: str, manual_dir: str, data_dir: str | None = None,
   return target
 
 
-def prepared_dir(name: str, config: str | None,
-                 data_dir: str | None) -> str:
-  """The prepared version directory of ``name``/``config``, or a
-  ``UserError`` that gives the prepare command."""
+def prepared_builder(name: str, config: str | None, data_dir: str | None):
+  """The builder of a prepared ``name``/``config``, or a ``UserError`` that
+  gives the prepare command."""
   data_dir = os.path.abspath(data_dir or default_data_dir())
   builder = _builder(name, config, data_dir)
-  path = str(builder.data_path)
-  if not os.path.exists(os.path.join(path, "dataset_info.json")):
+  if not os.path.exists(os.path.join(builder.data_path, "dataset_info.json")):
     raise UserError(
         f"Dataset {name!r} (config {builder.builder_config.name!r}) is not "
         f"prepared in {data_dir}: run `ntdh-data prepare {name} --manual_dir "
         f"DIR --data_dir {data_dir}` (`ntdh-data instructions {name}` lists "
         "the archives).")
-  return path
+  return builder
+
+
+def prepared_dir(name: str, config: str | None,
+                 data_dir: str | None) -> str:
+  """The prepared version directory of ``name``/``config``."""
+  return str(prepared_builder(name, config, data_dir).data_path)
 
 
 def split_sizes(path: str) -> dict[str, int]:
@@ -180,10 +184,7 @@ def records(name: str, config: str | None, data_dir: str | None,
             split: str) -> list[dict[str, np.ndarray]]:
   """Every record of one split of a prepared dataset, in the stored order
   (``source.load_arrays`` caches what the source makes of them)."""
-  prepared_dir(name, config, data_dir)
-  builder = _builder(name, config,
-                     os.path.abspath(data_dir or default_data_dir()))
-  ds = builder.as_data_source()[split]
+  ds = prepared_builder(name, config, data_dir).as_data_source()[split]
   return ds.__getitems__(list(range(len(ds))))
 
 
