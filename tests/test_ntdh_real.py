@@ -100,7 +100,7 @@ def test_heatmaps_mark_exactly_the_removed_pixels(tiny):
   for kind in ("true", "random", "false"):
     teacher = [r for r in rows if r.get("tag.role") == "masked_teacher"
                and r["tag.kind"] == kind and r["tag.ratio"] == 0.5][0]
-    keep = sweep.run_outputs(str(workdir), rows, teacher)["feature_mask"]
+    keep = sweep.run_outputs(str(workdir), rows, [teacher])[0]["feature_mask"]
     np.testing.assert_array_equal(images[kind], 1.0 - keep[..., 0])
     assert images[kind].sum() == 32  # half of the 64 pixels
   removed = lambda kind: images[kind].astype(bool)

@@ -18,7 +18,6 @@ input pixels each mask removes, and the pixel importance they come from.
 
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
@@ -29,7 +28,6 @@ from ntdh_jax.experiments import tables
 from ntdh_jax.train import sweep
 
 KINDS = ("true", "random", "false")
-_DIVERGENCES = ("tcjsd", "ncjsd", "tckl", "nckl")
 
 
 def _verdict(ok: bool, what: str) -> str:
@@ -157,17 +155,16 @@ def mask_heatmaps(rows, workdir: str, ratio: float,
   if not masked:
     return {}
   seed = min(r["seed"] for r in masked) if seed is None else seed
-  images = {}
-  for kind in KINDS:
-    found = [r for r in masked if r["seed"] == seed and r["tag.kind"] == kind
-             and r["tag.ratio"] == ratio]
-    if found:
-      keep = sweep.run_outputs(workdir, rows, found[0])["feature_mask"]
-      images[kind] = 1.0 - np.asarray(keep, np.float32)[..., 0]
-  joint = [r for r in tables.select(rows, "joint") if r["seed"] == seed]
+  found = {r["tag.kind"]: r for r in masked
+           if r["seed"] == seed and r["tag.ratio"] == ratio}
+  joint = [r for r in tables.select(rows, "joint") if r["seed"] == seed][:1]
+  outputs = sweep.run_outputs(workdir, rows, list(found.values()) + joint)
+  # The stored feature_mask is the keep mask; the image shows what goes.
+  images = {kind: 1.0 - np.asarray(out["feature_mask"], np.float32)[..., 0]
+            for kind, out in zip(found, outputs)}
   if joint:
-    importance = sweep.run_outputs(workdir, rows, joint[0])["importance"]
-    images["importance"] = np.asarray(importance, np.float32)[..., 0]
+    images["importance"] = np.asarray(outputs[-1]["importance"],
+                                      np.float32)[..., 0]
   return images
 
 
@@ -226,21 +223,14 @@ def _table2(rows, config, out) -> list[str]:
 
 # --------------------------------------------------------------- report
 
-_KEYS = ("part", "stage", "role", "method", "kind", "ratio", "alpha", "beta")
-
-
-def tidy(rows) -> list[dict]:
-  """Condition × metric → mean, std, n over seeds (``summary.csv``)."""
-  groups = tables.group_by(rows, lambda r: tuple(
-      r.get(f"tag.{k}", r.get(k)) for k in _KEYS))
-  table = []
-  for key, rs in groups.items():
-    for metric in ("test_acc",) + _DIVERGENCES:
-      mean, std, n = tables.stats(rs, metric)
-      if n:
-        table.append({**dict(zip(_KEYS, key)), "metric": metric,
-                      "mean": mean, "std": std, "n": n})
-  return table
+# A condition of the tidy table (summary.csv): what a run is, read from its
+# row (not its tags, which a run shared by two parts has from one of them).
+CONDITION = {
+    "stage": lambda r: r["stage"], "role": lambda r: r.get("tag.role"),
+    "method": lambda r: r.get("static.distill"),
+    "kind": lambda r: r.get("tag.kind"), "ratio": lambda r: r.get("tag.ratio"),
+    "mask_ratio": lambda r: r.get("hp.mask_ratio"),
+    "alpha": lambda r: r.get("hp.alpha"), "beta": lambda r: r.get("hp.beta")}
 
 
 def write(rows, config, workdir) -> str:
@@ -268,12 +258,8 @@ def write(rows, config, workdir) -> str:
   if "table2" in config.parts:
     verdicts += _table2(rows, config, out)
   out[3:3] = ["## Verdicts\n"] + [f"* {v}" for v in verdicts] + [""]
-  table = tidy(rows)
-  with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(_KEYS) + [
-        "metric", "mean", "std", "n"])
-    writer.writeheader()
-    writer.writerows(table)
+  tables.write_csv(os.path.join(workdir, "summary.csv"),
+                   tables.tidy(rows, CONDITION), CONDITION)
   path = os.path.join(workdir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(out) + "\n")

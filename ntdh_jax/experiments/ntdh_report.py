@@ -11,7 +11,6 @@ claim gets a one-line verdict computed from those numbers.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import defaultdict
 
@@ -194,8 +193,13 @@ def _ordering(result, gap):
 
 # --------------------------------------------------------------- report
 
-_KEYS = ("preset", "part", "stage", "role", "gap", "kind", "ratio", "alpha",
-         "beta")
+# A condition of the tidy table (summary.csv): its columns, read from a row.
+CONDITION = {
+    "preset": lambda r: r.get("tag.preset"), "part": lambda r: r.get("tag.part"),
+    "stage": lambda r: r["stage"], "role": lambda r: r.get("tag.role"),
+    "gap": _gap, "kind": lambda r: r.get("tag.kind"),
+    "ratio": lambda r: r.get("tag.ratio"), "alpha": lambda r: r.get("hp.alpha"),
+    "beta": lambda r: r.get("hp.beta")}
 
 
 def tidy(rows) -> list[dict]:
@@ -205,29 +209,7 @@ def tidy(rows) -> list[dict]:
   β); each metric is the last evaluation of a run, aggregated over seeds
   into ``mean``, ``std`` and ``n``.
   """
-  groups = defaultdict(list)
-  for r in rows:
-    key = (r.get("tag.preset"), r.get("tag.part"), r["stage"],
-           r.get("tag.role"), _gap(r), r.get("tag.kind"), r.get("tag.ratio"),
-           r.get("hp.alpha"), r.get("hp.beta"))
-    groups[key].append(r)
-  table = []
-  for key, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
-    metrics = sorted({k[len("history."):] for r in rs for k in r
-                      if k.startswith("history.")})
-    for metric in metrics:
-      mean, std, n = tables.stats(rs, metric)
-      table.append({**dict(zip(_KEYS, key)), "metric": metric, "mean": mean,
-                    "std": std, "n": n})
-  return table
-
-
-def _write_csv(path, table):
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(_KEYS) + ["metric", "mean",
-                                                         "std", "n"])
-    writer.writeheader()
-    writer.writerows(table)
+  return tables.tidy(rows, CONDITION)
 
 
 def write(rows, config, workdir) -> str:
@@ -289,7 +271,8 @@ def write(rows, config, workdir) -> str:
                        + " (mean over ratios > 0)."))
   out.insert(2, "\n## Paper claims and verdicts\n\n" + "\n".join(claims)
              + "\n")
-  _write_csv(os.path.join(workdir, "summary.csv"), tidy(rows))
+  tables.write_csv(os.path.join(workdir, "summary.csv"), tidy(rows),
+                   CONDITION)
   out.append("\n`summary.csv`: every condition × metric as mean, std, n.\n")
   path = os.path.join(workdir, "report.md")
   with open(path, "w") as f:

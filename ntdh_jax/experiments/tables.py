@@ -6,8 +6,9 @@ Every number is taken from a run's last evaluation (the last entry of a
 
 from __future__ import annotations
 
+import csv
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -51,3 +52,31 @@ def markdown(header: Iterable[str], lines: Iterable[Iterable]) -> str:
          "|" + "---|" * len(header)]
   out += ["| " + " | ".join(str(x) for x in line) + " |" for line in lines]
   return "\n".join(out)
+
+
+def tidy(rows, condition: Mapping[str, Callable]) -> list[dict]:
+  """One row per (condition, metric): ``condition`` names the columns of a
+  condition and how each is read from a results row; every ``history.*``
+  metric's last evaluation is aggregated over the condition's runs (seeds)
+  into ``mean``, ``std`` and ``n``."""
+  groups = defaultdict(list)
+  for r in rows:
+    groups[tuple(read(r) for read in condition.values())].append(r)
+  table = []
+  for key, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    metrics = sorted({k[len("history."):] for r in rs for k in r
+                      if k.startswith("history.")})
+    for metric in metrics:
+      mean, std, n = stats(rs, metric)
+      table.append({**dict(zip(condition, key)), "metric": metric,
+                    "mean": mean, "std": std, "n": n})
+  return table
+
+
+def write_csv(path: str, table: list[dict], condition: Iterable[str]) -> None:
+  """``tidy``'s table as a CSV file."""
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(condition) + [
+        "metric", "mean", "std", "n"])
+    writer.writeheader()
+    writer.writerows(table)

@@ -436,14 +436,20 @@ def _read_outputs(directory: str, chunk_rows: Sequence[dict],
   return outputs
 
 
-def run_outputs(workdir: str, rows: Sequence[dict], row: Mapping) -> dict:
-  """The stored outputs of the run of results row ``row`` (host arrays,
-  verified like an upstream read), e.g. a masked teacher's
-  ``feature_mask`` for a report's figure."""
-  path = row["outputs.path"]
-  outputs = _read_outputs(os.path.join(workdir, path),
-                          _chunk_rows({r["run_id"]: r for r in rows}, path))
-  return jax.tree.map(lambda x: np.asarray(x[row["outputs.index"]]), outputs)
+def run_outputs(workdir: str, rows: Sequence[dict],
+                selected: Sequence[Mapping]) -> list[dict]:
+  """The stored outputs (host arrays, verified like an upstream read) of
+  the runs of results rows ``selected``, e.g. masked teachers'
+  ``feature_mask`` for a report's figure; each chunk is read once."""
+  by_id = {r["run_id"]: r for r in rows}
+  chunks = {}
+  for row in selected:
+    path = row["outputs.path"]
+    if path not in chunks:
+      chunks[path] = _read_outputs(os.path.join(workdir, path),
+                                   _chunk_rows(by_id, path))
+  return [jax.tree.map(lambda x, i=row["outputs.index"]: np.asarray(x[i]),
+                       chunks[row["outputs.path"]]) for row in selected]
 
 
 def _check_recomputed(new: Sequence[dict], stored: Mapping[str, dict]):
