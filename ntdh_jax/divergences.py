@@ -49,7 +49,7 @@ import jax.numpy as jnp
 
 from ntdh_jax import validation
 
-FORMS = ("paper", "reference_code")
+FORMS = ("paper", "reference_code", "reference_order")
 _LOG2 = 0.6931471805599453
 _BIG = 1e30  # far below any logit, far above float32's exp range
 _TINY = float(jnp.finfo(jnp.float32).tiny)
@@ -245,7 +245,7 @@ def _mean(value, where):
 
 
 def _reduce(values: Divergences, batch: _Batch, form: str) -> Divergences:
-  if form == "paper":
+  if form != "reference_code":  # per sample
     return Divergences(*(_unflatten(v, batch.shape, batch.where)
                          for v in values))
   t = batch.t
@@ -254,7 +254,7 @@ def _reduce(values: Divergences, batch: _Batch, form: str) -> Divergences:
 
 
 def _decompose(zt, zs, labels, form: str) -> Divergences:
-  reference = form == "reference_code"
+  reference = form != "paper"  # the authors' JSD argument order
   keep = _nontarget(labels, zt.shape)
   t = _log_parts(zt, labels, keep)
   s = _log_parts(zs, labels, keep)
@@ -281,9 +281,10 @@ def decompose(*, teacher_logits, student_logits, labels, temperature=1.0,
     temperature: a finite number > 0; logits are divided by it.
     where: optional ``bool[...]``, False marks entries to ignore (their
       outputs are 0, their labels unchecked).
-    form: ``"paper"`` (per-sample, default) or ``"reference_code"`` (the
+    form: ``"paper"`` (per-sample, default), ``"reference_code"`` (the
       authors' JSD argument order, ·T², mean over the valid entries →
-      scalars).
+      scalars) or ``"reference_order"`` (their JSD argument order, per
+      sample).
 
   Returns:
     ``Divergences`` of ``f32[...]`` arrays; ``kl`` here is assembled from the

@@ -45,12 +45,14 @@ def split(p, labels):
 
 def metrics(teacher_logits, student_logits, labels, temperature=1.0,
             form="paper"):
-  """Dict of the five metrics (per sample, or batch mean·T² in reference form)."""
+  """Dict of the five metrics: per sample (``"paper"``, and
+  ``"reference_order"`` with the authors' JSD), or the batch mean·T²
+  (``"reference_code"``)."""
   pt = softmax(np.asarray(teacher_logits, np.float64) / temperature)
   ps = softmax(np.asarray(student_logits, np.float64) / temperature)
   bt, nt = split(pt, labels)
   bs, ns = split(ps, labels)
-  js = jsd_reference_code if form == "reference_code" else jsd
+  js = jsd if form == "paper" else jsd_reference_code
   out = {"kl": kl(pt, ps), "tckl": kl(bt, bs), "nckl": kl(nt, ns),
          "tcjsd": js(bt, bs), "ncjsd": js(nt, ns),
          "teacher_nontarget_mass": bt[:, 1]}

@@ -66,6 +66,18 @@ def test_reference_code_form_matches_authors_formula():
   assert abs(float(jnp.mean(paper.ncjsd)) * 4 - float(got.ncjsd)) > 1e-3
 
 
+def test_reference_order_form_is_per_sample_and_averages_to_reference_code():
+  t, s, y = _batch(4, 40, 10)
+  got = divergences.decompose(**_kwargs(t, s, y), form="reference_order")
+  want = reference.metrics(t, s, y, form="reference_order")
+  for name, value in want.items():
+    chex.assert_shape(getattr(got, name), (40,))
+    np.testing.assert_allclose(getattr(got, name), value, rtol=2e-5,
+                               atol=2e-6, err_msg=name)
+  scalar = divergences.decompose(**_kwargs(t, s, y), form="reference_code")
+  np.testing.assert_allclose(jnp.mean(got.ncjsd), scalar.ncjsd, rtol=1e-5)
+
+
 def test_binary_functions_accept_two_classes():
   t, s, y = _batch(0, 16, 2)
   for name in ("kl", "tckl", "tcjsd"):

@@ -254,6 +254,20 @@ def test_joint_runs_and_scores_every_teacher_feature(joint):
   assert importance.min() == 0.0 and importance.max() == 1.0
 
 
+def test_joint_importance_form_changes_only_the_score(joint):
+  """``importance_form="reference_code"`` trains the same pair and scores it
+  with the authors' NCJSD: the same training, another baseline and
+  importance."""
+  program, result = _run("joint", _static(NTDH, importance_repeats=2,
+                                          importance_form="reference_code"),
+                         _hparams(NTDH_HP))
+  final, history, outputs = result
+  _assert_trees_equal(history["ce_teacher"], joint[1][1]["ce_teacher"])
+  assert abs(final["baseline_ncjsd"] - joint[1][0]["baseline_ncjsd"]) > 1e-4
+  assert outputs["importance"].shape == (50,)
+  assert _differs(outputs["importance"], joint[1][2]["importance"])
+
+
 def test_masked_teacher_keeps_d_minus_floor_rd_features(joint, teacher):
   """An importance-masked teacher, vmapped over (kind, ratio), keeps
   D − floor(r·D) inputs: "true" the most important, "false" the least;
@@ -412,6 +426,7 @@ def test_teacher_and_student_start_from_the_same_weights():
     ("student", {"distill": "crd", "batch_size": 1000}, "batch_size"),
     ("student", {"distill": "kl", "kd_form": "product"}, "kd_form"),
     ("joint", {"joint_distance": "l1"}, "joint_distance"),
+    ("joint", {"importance_form": "authors"}, "importance_form"),
 ))
 def test_bad_static_config_raises(stage, changes, match):
   """A bad static value is a ValueError naming its key, at build time."""

@@ -119,7 +119,8 @@ class _Planner:
     for gap in a.gaps:
       joint = self.add(
           "joint", {**self.static, "joint_distance": a.distance,
-                    "importance_repeats": a.repeats},
+                    "importance_repeats": a.repeats,
+                    "importance_form": a.importance_form},
           {**_data_hparams(self.c, gap), "lr": a.lr, "momentum": a.momentum},
           {**_gap_keys("alg1.gaps"), "lr": "alg1.lr",
            "momentum": "alg1.momentum"},

@@ -252,7 +252,8 @@ def write(rows, config, workdir) -> str:
                      f"{'lower' if w['beta_hurts_at_large_gap'] else 'higher'}"
                      " accuracy."))
     for part, title, figure in (
-        ("alg1", "Algorithm 1 — teacher feature mask", "alg1"),
+        ("alg1", "Algorithm 1 — teacher feature mask "
+                 f"({config.alg1.importance_form} importance score)", "alg1"),
         ("alg2", "Algorithm 2 — per-sample KD mask", "alg2")):
       result = _masked(rows, preset, workdir, out, part, title, figure)
       for gap in sorted({g for g, _ in result}):

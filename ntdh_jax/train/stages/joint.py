@@ -28,6 +28,10 @@ from ntdh_jax.train.program import Program
 from ntdh_jax.train.stages import common
 
 DISTANCES = ("ncjsd", "kl", "mse")
+# Algorithm 1's importance score → the ``divergences`` form computing it per
+# example: the textbook NCJSD, or the authors' code's ½[KL(M‖P) + KL(M‖Q)]
+# (``MNIST/distances/jsd.py``'s torch ``kl_div`` argument order).
+IMPORTANCE_FORMS = {"paper": "paper", "reference_code": "reference_order"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +42,16 @@ class JointConfig(common.StageConfig):
     importance_permutations: ``"per_unit"`` (a fresh permutation per feature
       and repeat, the reference's) or ``"shared"`` (one per repeat for all
       features: M sorts instead of M·D; see ``masks.permutation_importance``).
+    importance_form: the score whose change under permutation is a unit's
+      importance: ``"paper"`` (the textbook NCJSD, Eq. 19) or
+      ``"reference_code"`` (the authors' code's NCJSD,
+      ½[KL(M‖P) + KL(M‖Q)]; ``divergences`` form ``"reference_order"``).
     teacher_model: the teacher network's config (default: ``model``).
   """
   joint_distance: str = "ncjsd"
   importance_repeats: int = 10
   importance_permutations: str = "per_unit"
+  importance_form: str = "paper"
   teacher_model: Mapping | None = None
 
   def __post_init__(self):
@@ -52,6 +61,8 @@ class JointConfig(common.StageConfig):
     common._check_int("importance_repeats", self.importance_repeats, low=1)
     common.check_choice("importance_permutations",
                         self.importance_permutations, masks.PERMUTATIONS)
+    common.check_choice("importance_form", self.importance_form,
+                        tuple(IMPORTANCE_FORMS))
 
 
 def hparams(c: JointConfig) -> dict:
@@ -173,7 +184,8 @@ def make(c: JointConfig) -> Program:
     x_teacher = data.input(v.teacher_train, "teacher", hparams, eval_key)
 
     def score(x_rows, rows):
-      """Per-example teacher–student NCJSD of training rows ``rows``.
+      """Per-example teacher–student NCJSD (``importance_form``) of
+      training rows ``rows``.
 
       ``permutation_importance`` hands over contiguous blocks of rows, so a
       slice (which XLA folds away) rather than a gather picks their labels
@@ -185,7 +197,8 @@ def make(c: JointConfig) -> Program:
       where = data.valid(y)
       d = divergences.decompose(teacher_logits=t_logits,
                                 student_logits=block(s_logits), labels=y,
-                                where=where)
+                                where=where,
+                                form=IMPORTANCE_FORMS[c.importance_form])
       return _per_example(d.ncjsd, where)
 
     scores = masks.permutation_importance(
