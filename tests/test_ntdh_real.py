@@ -16,9 +16,6 @@ from ntdh_jax.train import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "sweeps", "configs", "ntdh_digits.py")
-TINY = ["num_seeds=1", "train.epochs=1", "train.eval_every=1",
-        "alg1.repeats=1", "model.hidden=[16]", "teacher_model.hidden=[16]",
-        "weights.alphas=1", "weights.betas=0,8", "table2.methods=fitnet,dkd"]
 
 
 def _plan(arg, overrides=()):
@@ -60,7 +57,7 @@ def test_bad_configs_are_refused_before_the_workdir_exists(tmp_path, override,
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("ntdh_digits")
-  base, configs, fingerprint = config_lib.load_sweep(f"{CONFIG}:quick", TINY)
+  base, configs, fingerprint = config_lib.load_sweep(f"{CONFIG}:tiny")
   experiments.run(configs, str(workdir), base=base, progress=False,
                   fingerprint=fingerprint)
   with open(workdir / "results.jsonl") as f:
