@@ -10,8 +10,11 @@
 A stage's static config is a frozen dataclass (``STAGES[stage].config``);
 ``normalise`` fills every default — of the stage, of its data source and of
 its models — so ``{}`` and ``{"batch_size": 0}`` hash to one program and one
-run id. A stage also declares the hyperparameters its program reads and
-their ranges (``STAGES[stage].hparams``). ``run_spec`` builds a ``RunSpec``
+run id; only an option added after results were recorded
+(``StageConfig.OMIT_AT_DEFAULT``) is left out while at its default, so
+adding it changed no existing run id. A stage also declares the
+hyperparameters its program reads and their ranges
+(``STAGES[stage].hparams``). ``run_spec`` builds a ``RunSpec``
 from a normalised config and checked hyperparameters; the sweep engine calls
 ``build_program``.
 """
@@ -60,9 +63,21 @@ def _config(stage: str, static: Mapping):
   return cls(**static)
 
 
+def _static_dict(config) -> dict:
+  """``config`` as the dict a run is identified by: every field, less those
+  of ``OMIT_AT_DEFAULT`` that have their default."""
+  static = dataclasses.asdict(config)
+  for field in dataclasses.fields(config):
+    if (field.name in config.OMIT_AT_DEFAULT
+        and static[field.name] == field.default):
+      del static[field.name]
+  return static
+
+
 def normalise(stage: str, static: Mapping) -> dict:
-  """``static`` with every default filled in; idempotent."""
-  return dataclasses.asdict(_config(stage, static))
+  """``static`` with every default filled in (but ``OMIT_AT_DEFAULT``'s);
+  idempotent."""
+  return _static_dict(_config(stage, static))
 
 
 def build_program(stage: str, static: Mapping) -> Program:
@@ -81,5 +96,5 @@ def run_spec(stage: str, static: Mapping, hparams: Mapping, seed: int,
   came from, for the message)."""
   config = _config(stage, static)
   hparams_lib.check(stage, hparams, STAGES[stage].hparams(config), keys)
-  return RunSpec.make(stage, dataclasses.asdict(config), hparams, seed,
+  return RunSpec.make(stage, _static_dict(config), hparams, seed,
                       needs=needs, tags=tags)

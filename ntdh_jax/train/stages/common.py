@@ -8,7 +8,7 @@ program has one identity however its config was spelled.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +42,12 @@ class StageConfig:
     optimizer: a name in ``OPTIMIZERS``.
     eval_batch_size: examples per evaluation batch. The default covers the
       synthetic sets in one batch; image sets should set a few hundred.
+
+  ``OMIT_AT_DEFAULT`` names the options a stage gained after results were
+  recorded: ``stages.normalise`` leaves each out while it has its default,
+  so the runs that predate it keep their run ids and signatures.
   """
+  OMIT_AT_DEFAULT: ClassVar[tuple[str, ...]] = ()
   data: Mapping
   model: Mapping
   epochs: int
