@@ -68,6 +68,10 @@ RANGES: dict[str, Range] = {
     "kd_weight": NON_NEGATIVE,
     "alpha": NON_NEGATIVE,
     "beta": NON_NEGATIVE,
+    # The logits wiring's KD = method_weight·method + kl_weight·KL
+    # (objectives.LOGIT_DISTILLERS).
+    "method_weight": NON_NEGATIVE,
+    "kl_weight": NON_NEGATIVE,
     "mask_ratio": FRACTION,
     "mask_kind": Range(0, 2, integer=True),  # masks.MASK_KINDS' indices
 }

@@ -152,3 +152,13 @@ def crd(student_memory, teacher_memory, z_student, z_teacher, student_embed,
       mixed = momentum * old[i] + (1.0 - momentum) * v[row]
       new[i] = mixed / np.linalg.norm(mixed)
   return loss_s + loss_t, new_s, new_t, z_s, z_t
+
+
+def authors_hint(student_logits, teacher_logits, eps=1e-5):
+  """Per-example FitNet hint of the NTDH authors' ``train_kd`` on logits:
+  the mean over classes of (ReLU(BN(s)) − t)², BN a fresh ``BatchNorm1d``
+  in training mode (the batch's mean and biased variance, γ = 1, β = 0)."""
+  s = np.asarray(student_logits, np.float64)
+  t = np.asarray(teacher_logits, np.float64)
+  bn = (s - s.mean(axis=0)) / np.sqrt(s.var(axis=0) + eps)
+  return ((np.maximum(bn, 0.0) - t)**2).mean(axis=1)

@@ -15,8 +15,11 @@ from ntdh_jax import data as data_lib
 from ntdh_jax import divergences
 from ntdh_jax import masks
 from ntdh_jax import models
+from ntdh_jax.errors import UserError
+from ntdh_jax.train import objectives
 from ntdh_jax.train import stages
 from ntdh_jax.train.stages import common
+from tests import reference_losses as ref
 from tests.fast_jit import fast_jit
 
 _jit = fast_jit  # many small programs: compile them cheaply
@@ -193,6 +196,130 @@ def test_student_runs_on_mfh(distill, batch_size, mfh_teacher):
       _hparams(MFH_HP, KD_HP), inputs=_teacher_inputs(mfh_teacher[1]))
   _check_run(program, result, set(),
              {"train_ce", "test_acc", "train_kd"} | BINARY_DIVERGENCES)
+
+
+# ----------------------------------------------------- feature wiring
+
+# Weights unlike the authors' 1 and 0.1, and T != 1, so a swapped weight or
+# a dropped T² shows.
+WIRING_HP = {"method_weight": 0.3, "kl_weight": 0.7, "temperature": 2.0}
+
+
+def _wiring_batch(n=12, classes=5, d_student=7, d_teacher=6):
+  """A fixed batch whose features and logits differ, so a match with the
+  reference also says which of them a wiring compared."""
+  rng = np.random.default_rng(3)
+  normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  labels = np.arange(n) % classes
+  return objectives.Batch(
+      student_logits=2.0 * normal(n, classes),
+      teacher_logits=2.0 * normal(n, classes),
+      student_features=normal(n, d_student),
+      teacher_features=normal(n, d_teacher), labels=labels, where=None,
+      indices=np.arange(n), dataset_labels=labels, key=KEY)
+
+
+def _plus_kl(method_values, b):
+  """The logits wiring's KD from the method's float64 values (per example
+  or a batch mean, as the method is)."""
+  kl = ref.kd(b.student_logits, b.teacher_logits, WIRING_HP["temperature"])
+  kl = kl if np.ndim(method_values) else kl.mean()
+  return (WIRING_HP["method_weight"] * method_values
+          + WIRING_HP["kl_weight"] * kl)
+
+
+def _fitnet_features(b, params):
+  kernel = np.asarray(params["params"]["Dense_0"]["kernel"], np.float64)
+  bias = np.asarray(params["params"]["Dense_0"]["bias"], np.float64)
+  hint = np.asarray(b.student_features, np.float64) @ kernel + bias
+  return ref.fitnet(hint, b.teacher_features)
+
+
+# (wiring, method) -> float64 reference of its values on (batch, aux params).
+WIRED_REFERENCES = {
+    ("features", "pkt"): lambda b, p: ref.pkt(b.student_features,
+                                              b.teacher_features),
+    ("features", "sp"): lambda b, p: ref.sp(b.student_features,
+                                            b.teacher_features),
+    ("features", "fitnet"): _fitnet_features,
+    ("logits", "pkt"): lambda b, p: _plus_kl(
+        ref.pkt(b.student_logits, b.teacher_logits), b),
+    ("logits", "sp"): lambda b, p: _plus_kl(
+        ref.sp(b.student_logits, b.teacher_logits), b),
+    ("logits", "fitnet"): lambda b, p: _plus_kl(
+        ref.authors_hint(b.student_logits, b.teacher_logits), b),
+}
+
+
+@pytest.mark.parametrize("wiring, method", sorted(WIRED_REFERENCES))
+def test_feature_wiring_loss_equals_float64_reference(wiring, method):
+  """Each wiring's distillation values on a fixed batch: the method on the
+  penultimate features, or (the authors' train_kd) method_weight · method
+  on the logits + kl_weight · KL_T · T², FitNet through the authors'
+  BatchNorm + ReLU; per example for FitNet, a batch scalar otherwise."""
+  b = _wiring_batch()
+  widths = ((b.student_features.shape[1], b.teacher_features.shape[1])
+            if wiring == "features" else (5, 5))
+  distiller = objectives.make_distiller(method, wiring)
+  params, state = _jit(distiller.init, static_argnums=(1, 2, 3))(
+      jax.random.PRNGKey(1), *widths, 12)
+  values, _ = _jit(distiller.loss)(params, state, b, _hparams(WIRING_HP))
+  want = WIRED_REFERENCES[wiring, method](b, params)
+  assert np.shape(values) == np.shape(want) == ((12,) if method == "fitnet"
+                                                else ())
+  np.testing.assert_allclose(values, want, rtol=2e-5, atol=1e-6)
+
+
+def test_logit_wired_crd_keeps_its_heads_untrained():
+  """The authors never optimise CRD's heads: with the logits wiring they
+  are C-wide state, not parameters, and a loss call returns them as they
+  were (while the memory banks move)."""
+  b = _wiring_batch()
+  distiller = objectives.make_distiller("crd", "logits")
+  params, (heads, memory) = _jit(distiller.init, static_argnums=(1, 2, 3))(
+      jax.random.PRNGKey(1), 5, 5, 12)
+  assert params == {}
+  assert heads["student"]["params"]["Dense_0"]["kernel"].shape == (5, 128)
+  values, (new_heads, new_memory) = _jit(distiller.loss)(
+      params, (heads, memory), b, _hparams(WIRING_HP))
+  assert np.shape(values) == () and np.isfinite(values)
+  _assert_trees_equal(new_heads, heads)
+  assert _differs(new_memory, memory)
+
+
+def test_default_feature_wiring_keeps_run_ids():
+  """The default wiring is left out of the normalised config, so every run
+  planned before the option existed keeps its id (this one was recorded
+  then); ``"logits"`` is another program and declares its weights."""
+  static = _static(NTDH, distill="pkt")
+  spelt = stages.normalise("student", _static(static,
+                                              feature_wiring="features"))
+  assert spelt == stages.normalise("student", static)
+  assert "feature_wiring" not in spelt
+  hp = {**NTDH_HP, "kd_weight": 1.0}
+  default = stages.run_spec("student", static, hp, 0)
+  assert default.run_id == "fbd1a116490b4c62"
+  logits = stages.run_spec(
+      "student", _static(static, feature_wiring="logits"),
+      {**hp, **objectives.AUTHORS_LOGIT_HPARAMS["pkt"]}, 0)
+  assert logits.static_dict["feature_wiring"] == "logits"
+  assert logits.signature != default.signature
+  with pytest.raises(UserError, match="kl_weight.*method_weight"):
+    stages.run_spec("student", _static(static, feature_wiring="logits"),
+                    hp, 0)
+
+
+def test_student_with_logit_wiring_trains(mfh_teacher):
+  """The authors' wiring with their weights trains: finite documented
+  metrics and a non-negative KD term (FitNet: per example, through the
+  authors' BatchNorm + ReLU, plus KL)."""
+  program, result = _run(
+      "student", _static(MFH, distill="fitnet", feature_wiring="logits"),
+      _hparams(MFH_HP, objectives.AUTHORS_LOGIT_HPARAMS["fitnet"]),
+      inputs=_teacher_inputs(mfh_teacher[1]))
+  _check_run(program, result, set(),
+             {"train_ce", "test_acc", "train_kd"} | BINARY_DIVERGENCES)
+  assert np.all(result[1]["train_kd"] >= 0)
 
 
 KINDS = {kind: float(code) for code, kind in enumerate(masks.MASK_KINDS)}
@@ -425,6 +552,11 @@ def test_teacher_and_student_start_from_the_same_weights():
     ("student", {"distill": "crd"}, "batch_size"),
     ("student", {"distill": "crd", "batch_size": 1000}, "batch_size"),
     ("student", {"distill": "kl", "kd_form": "product"}, "kd_form"),
+    ("student", {"distill": "pkt", "feature_wiring": "logit"},
+     r"feature_wiring must be one of \['features', 'logits'\], got 'logit'"),
+    ("student", {"distill": "kl", "feature_wiring": "logits"},
+     r"feature_wiring='logits' rewires the feature methods \['crd', "
+     r"'fitnet', 'pkt', 'rkd', 'sp'\]; distill='kl'"),
     ("joint", {"joint_distance": "l1"}, "joint_distance"),
     ("joint", {"importance_form": "authors"}, "importance_form"),
 ))

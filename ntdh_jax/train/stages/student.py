@@ -6,13 +6,27 @@ sample (or per pixel) by Algorithm 2 (``sample_mask="ncjsd"``). The
 combination is ``CE + λ·KD`` (``kd_form="additive"``, the reference code's,
 λ = 1 there) or ``(1 − λ)·CE + λ·KD`` (``"convex"``).
 
+``feature_wiring`` says what the feature methods (FitNet, CRD, RKD, PKT, SP)
+compare (``objectives.WIRINGS``; the module docstring of ``objectives`` has
+the details and the authors' lines):
+
+* ``"features"`` (default): the penultimate features ``f32[N, D]``, as the
+  methods' own papers wire them; KD is the method alone.
+* ``"logits"``: the NTDH authors' code's wiring (``train_kd`` in their
+  ``sklearn/main.py``, lines 249-333): the logits ``f32[N, C]`` in place of
+  the features, plus a KL term, KD = method_weight·M(z_s, z_t) +
+  kl_weight·KL_T·T²; FitNet's regressor is their parameter-free
+  BatchNorm + ReLU and CRD's heads (C → 128) are not trained. Their numbers
+  are ``objectives.AUTHORS_LOGIT_HPARAMS`` (T = 1, λ = 1, additive).
+
 The teacher's logits and features on the training set are computed once
 per segment (in evaluation batches) rather than at every step: the teacher
 is frozen, and a segment spans ``eval_every`` epochs.
 
 Hyperparameters: ``lr`` (+ ``momentum``), the gap knob, and with a teacher
-``kd_weight`` (λ), ``temperature``, ``alpha``/``beta`` (dkd), and with
-Algorithm 2 ``mask_ratio`` and ``mask_kind``.
+``kd_weight`` (λ), ``temperature``, ``alpha``/``beta`` (dkd),
+``method_weight``/``kl_weight`` (logits wiring), and with Algorithm 2
+``mask_ratio`` and ``mask_kind``.
 """
 
 from __future__ import annotations
@@ -48,11 +62,16 @@ class StudentConfig(common.StageConfig):
     sample_mask: ``"none"`` or ``"ncjsd"`` (Algorithm 2).
     kd_form: ``"additive"`` or ``"convex"``.
     teacher_model: the teacher's model config (default: ``model``).
+    feature_wiring: ``"features"`` or ``"logits"`` (``objectives.WIRINGS``);
+      ``"logits"`` needs a feature method. Added after results were
+      recorded, so left out of run ids at its default.
   """
+  OMIT_AT_DEFAULT = ("feature_wiring",)
   distill: str = "none"
   sample_mask: str = "none"
   kd_form: str = "additive"
   teacher_model: Mapping | None = None
+  feature_wiring: str = "features"
 
   def __post_init__(self):
     super().__post_init__()
@@ -61,13 +80,22 @@ class StudentConfig(common.StageConfig):
                         ("none",) + tuple(objectives.DISTILLERS))
     common.check_choice("sample_mask", self.sample_mask, SAMPLE_MASKS)
     common.check_choice("kd_form", self.kd_form, KD_FORMS)
+    common.check_choice("feature_wiring", self.feature_wiring,
+                        objectives.WIRINGS)
+    # The default wiring holds every method; another rewires only some.
+    wired = objectives.WIRINGS[self.feature_wiring].distillers
+    if self.feature_wiring != "features" and self.distill not in wired:
+      raise ValueError(
+          f"feature_wiring={self.feature_wiring!r} rewires the feature "
+          f"methods {sorted(wired)}; distill={self.distill!r} is not one.")
 
 
 def hparams(c: StudentConfig) -> dict:
   """``{name: Range}`` of the hyperparameters the program reads."""
   names = ()
   if c.distill != "none":
-    names = ("kd_weight",) + objectives.HPARAMS.get(c.distill, ())
+    names = ("kd_weight",) + objectives.WIRINGS[
+        c.feature_wiring].hparams.get(c.distill, ())
   if c.sample_mask != "none":
     names += ("mask_ratio", "mask_kind")
   ranges = common.base_hparams(c, *names)
@@ -84,8 +112,9 @@ def make(c: StudentConfig) -> Program:
   tx, opt_init = common.make_optimizer(c.optimizer)
   segments = c.epochs // c.eval_every
   n, bs = data.n_train, c.batch_size
+  wiring = objectives.WIRINGS[c.feature_wiring]
   distiller = (None if c.distill == "none"
-               else objectives.make_distiller(c.distill))
+               else objectives.make_distiller(c.distill, c.feature_wiring))
   sample_masked = c.sample_mask != "none"
   segmentation = spec.label_shape != ()
   if sample_masked:
@@ -101,8 +130,13 @@ def make(c: StudentConfig) -> Program:
         f"distill={c.distill!r} {_MINIBATCH_ONLY[c.distill]}; set "
         f"batch_size to 1..{_MAX_BATCH}, got {bs} (0 = full batch of {n}).")
   student_x, teacher_x = data.example("student"), data.example("teacher")
-  d_student = net.feature_shape(student_x.shape[1:])[-1]
-  d_teacher = teacher.feature_shape(teacher_x.shape[1:])[-1]
+  # The widths of the distiller's own parameters (FitNet's regressor, CRD's
+  # heads): of what it compares.
+  if wiring.on_logits:
+    d_student = d_teacher = spec.num_classes
+  else:
+    d_student = net.feature_shape(student_x.shape[1:])[-1]
+    d_teacher = teacher.feature_shape(teacher_x.shape[1:])[-1]
 
   def init(hparams, key, arrays, inputs):
     del arrays
