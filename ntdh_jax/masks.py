@@ -54,6 +54,8 @@ _BLOCK_VALUES = 2**24
 _UNIT_BATCH = 10  # units scored side by side (vmapped) per lax.map step
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+# A linear first layer ``(kernel f[D, F], bias f[F] or None)``.
+FirstLayer = tuple[jax.Array, Optional[jax.Array]]
 
 
 # ------------------------------------------------------- permutation importance
@@ -82,8 +84,40 @@ def _check_importance_args(x, num_repeats, unit_batch, row_batch):
     validation.check_positive_int(row_batch, "row_batch")
 
 
-def _default_row_batch(x, units_at_once: int) -> int:
-  per_example = math.prod(jnp.shape(x)[1:])
+def _check_first_layer(first_layer, x):
+  """Checks ``first_layer = (kernel f[D, F], bias f[F] or None)`` against
+  ``x``, D its values per example; returns ``(kernel, bias)`` as arrays."""
+  if not isinstance(first_layer, (tuple, list)) or len(first_layer) != 2:
+    raise ValueError(
+        "first_layer must be a pair (kernel f[D, F], bias f[F] or None), got "
+        f"{type(first_layer).__name__}"
+        + (f" of length {len(first_layer)}"
+           if isinstance(first_layer, (tuple, list)) else "") + ".")
+  kernel, bias = first_layer
+  validation.check_array(kernel, "first_layer's kernel")
+  validation.check_floating(kernel, "first_layer's kernel")
+  values = math.prod(jnp.shape(x)[1:])
+  if jnp.ndim(kernel) != 2 or jnp.shape(kernel)[0] != values:
+    raise ValueError(
+        f"first_layer's kernel must have shape [D, F] with D = {values}, the "
+        f"values of one example of x (shape {tuple(jnp.shape(x))}), got "
+        f"{tuple(jnp.shape(kernel))}.")
+  if bias is not None:
+    validation.check_array(bias, "first_layer's bias")
+    validation.check_floating(bias, "first_layer's bias")
+    validation.check_shape(bias, "first_layer's bias",
+                           (jnp.shape(kernel)[1],))
+  return jnp.asarray(kernel), None if bias is None else jnp.asarray(bias)
+
+
+def _first_preactivation(x, kernel, bias):
+  """``flatten(x) @ kernel (+ bias)``: ``f[N, ...] -> f32[N, F]``, the
+  operations of ``flax.linen.Dense`` on the flattened input."""
+  h = jnp.reshape(x, (x.shape[0], -1)) @ kernel
+  return h if bias is None else h + bias
+
+
+def _default_row_batch(per_example: int, units_at_once: int) -> int:
   return max(1, _BLOCK_VALUES // (units_at_once * max(per_example, 1)))
 
 
@@ -128,32 +162,43 @@ def _mean_over_rows(score_fn: ScoreFn, x: jax.Array, row_batch: int,
 
 
 def mean_score(score_fn: ScoreFn, x: jax.Array, *,
-               row_batch: Optional[int] = None) -> jax.Array:
+               row_batch: Optional[int] = None,
+               first_layer: Optional[FirstLayer] = None) -> jax.Array:
   """Mean of the per-example ``score_fn`` over all rows of ``x``, in blocks.
 
   The unpermuted baseline of ``permutation_importance``, computed the same
-  batched way (same ``score_fn`` contract and block rule).
+  batched way (same ``score_fn`` contract, block rule and ``first_layer``
+  option, so one ``score_fn`` serves both).
 
   Args:
     score_fn: ``(x_rows f[B, ...], rows i32[B]) -> f32[B]`` per-example
       scores of a block of rows, ``rows`` their indices into ``x`` (see
-      ``permutation_importance``).
+      ``permutation_importance``); with ``first_layer``, ``(h_rows f32[B, F],
+      rows) -> f32[B]`` on the rows' first pre-activation.
     x: ``f[N, ...]``.
-    row_batch: rows per block; default as many as hold 2^24 input values.
+    row_batch: rows per block; default as many as hold 2^24 input values
+      (pre-activation values with ``first_layer``).
+    first_layer: ``(kernel f[D, F], bias f[F] or None)``, D the values of
+      one example: ``score_fn`` then receives rows of ``h = flatten(x) @
+      kernel (+ bias)``, computed once.
 
   Returns:
     ``f32[]``.
   """
   _check_importance_args(x, 1, 1, row_batch)
   x = jnp.asarray(x)
-  row_batch = row_batch or _default_row_batch(x, 1)
+  if first_layer is not None:
+    x = _first_preactivation(x, *_check_first_layer(first_layer, x))
+  row_batch = row_batch or _default_row_batch(math.prod(x.shape[1:]), 1)
   return _mean_over_rows(score_fn, x, row_batch, lambda xb, rows: xb)
 
 
 def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
                            num_repeats: int, *, unit_batch: int = _UNIT_BATCH,
                            row_batch: Optional[int] = None,
-                           permutations: str = "per_unit") -> jax.Array:
+                           permutations: str = "per_unit",
+                           first_layer: Optional[FirstLayer] = None
+                           ) -> jax.Array:
   """Mean score of ``x`` with each unit permuted, for every unit and repeat.
 
   The importance of unit j in repeat m is the mean over all N rows of
@@ -178,6 +223,26 @@ def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
     order, so the estimates of different units are correlated, and what
     combines units (``normalise_importance``'s min–max, a mask's ranking)
     may be distributed differently.
+
+  ``first_layer = (kernel, bias)`` (optional) applies when ``score_fn``
+  begins with a linear map of the flattened example, ``h = flatten(x) @
+  kernel + bias`` (an MLP teacher's first Dense layer: ``models.Net.
+  first_layer``), and then takes ``h`` instead of ``x``: ``score_fn(h_rows
+  f32[B, F], rows)`` (e.g. ``Net.apply(..., from_first_layer=True)``:
+  Algorithm 1 on an MLP teacher). Permuting unit j (its K values
+  ``x[:, j]``) changes ``h`` by a rank-K update only,
+
+      h' = h + (x[perm, j] - x[:, j]) @ kernel[j]   (kernel as [U, K, F]),
+
+  so ``h`` is computed once for all rows and every (repeat, unit) pair costs
+  a ``[B, K] @ [K, F]`` product and the rest of the score: no permuted copy
+  of ``x`` and no ``[B, D] @ [D, F]`` product per pair. The permutations
+  (``key``, ``permutations``) are the same, so the scores are those of the
+  plain call on ``x`` with ``score_fn ∘ first layer``, equal up to float32
+  rounding (``h + Δ·kernel[j]`` rounds differently from ``x' @ kernel``;
+  not bit for bit). ``unit_batch · row_batch`` pre-activation rows (F
+  values each) exist at once, and the default ``row_batch`` budgets F
+  values per example instead of D.
 
   Memory: ``lax.map`` steps over the M·U (repeat, unit) pairs,
   ``unit_batch`` of them vmapped side by side, and each step scores the rows
@@ -209,6 +274,11 @@ def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
       float32). At that budget NTDH's synthetic study (6000 × 50) is one
       block, i.e. the unbatched batch mean bit for bit.
     permutations: ``"per_unit"`` or ``"shared"`` (see above), static.
+    first_layer: ``None`` (default: ``score_fn`` reads input rows), or
+      ``(kernel f[D, F], bias f[F] or None)``, D = the values of one example
+      of ``x`` in row-major order (``[N, H, W, C]``: D = H·W·C, a pixel's C
+      channels adjacent, as a flattening Dense layer reads them): the rank-K
+      path above, ``score_fn`` reading first pre-activation rows.
 
   Returns:
     ``f32[M, D]`` for ``[N, D]`` input, ``f32[M, ..., 1]`` (e.g.
@@ -221,7 +291,15 @@ def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
   n = x.shape[0]
   units, unit_shape = _as_units(x)
   num_units = units.shape[1]
-  row_batch = row_batch or _default_row_batch(x, unit_batch)
+  if first_layer is not None:
+    kernel, bias = _check_first_layer(first_layer, x)
+    # The rows score_fn reads: the first pre-activation, computed once.
+    scored = _first_preactivation(x, kernel, bias)
+    unit_kernels = jnp.reshape(kernel, (num_units, units.shape[2], -1))
+  else:
+    scored = x
+  row_batch = row_batch or _default_row_batch(math.prod(scored.shape[1:]),
+                                              unit_batch)
 
   if permutations == "per_unit":
     def permutation(m, j):
@@ -243,12 +321,15 @@ def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
 
     def substitute(x_rows, rows):
       b = x_rows.shape[0]
-      block = jnp.reshape(x_rows, (b, num_units, -1))
       sources = jax.lax.dynamic_slice_in_dim(perm, rows[0], b)
       moved = jnp.take(units[:, j, :], sources, axis=0)
+      if first_layer is not None:  # x_rows are pre-activation rows
+        own = jax.lax.dynamic_slice_in_dim(units[:, j, :], rows[0], b)
+        return x_rows + (moved - own) @ unit_kernels[j]
+      block = jnp.reshape(x_rows, (b, num_units, -1))
       return jnp.reshape(block.at[:, j, :].set(moved), x_rows.shape)
 
-    return _mean_over_rows(score_fn, x, row_batch, substitute)
+    return _mean_over_rows(score_fn, scored, row_batch, substitute)
 
   pairs = jnp.arange(num_repeats * num_units, dtype=jnp.int32)
   scores = jax.lax.map(importance, pairs, batch_size=unit_batch)

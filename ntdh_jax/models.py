@@ -51,6 +51,14 @@ feature-based KD losses (FitNet, RKD, PKT, SP, CRD) read — taken *before*
 dropout, so in eval mode the logits are the head applied to the features.
 Initialisation is deterministic given the key, and ``apply`` is pure, so
 variables stacked on a leading axis run under ``jax.vmap``.
+
+``mlp`` and ``mnist_fc`` (with hidden layers) begin with a Dense layer on
+the flattened input, ``hidden_0``; their ``__call__`` also takes
+``from_first_layer=True``, which reads ``x`` as that layer's output
+(``flatten(input) @ kernel + bias``) and runs the rest of the network, and
+``Net.first_layer`` returns the layer's ``(kernel, bias)``. Algorithm 1 uses
+them to permute input units by a rank-K update of the first pre-activation
+(``masks.permutation_importance(first_layer=...)``).
 """
 
 from __future__ import annotations
@@ -136,6 +144,24 @@ def _flatten(x, model: str):
   return x if x.ndim == 2 else x.reshape(x.shape[0], -1)
 
 
+def _first_input(x, from_first_layer: bool, module) -> jax.Array:
+  """The input of ``module``'s hidden stack: the flattened ``x``, or with
+  ``from_first_layer`` ``x`` itself, checked to be ``hidden_0``'s output
+  ``f[N, hidden[0]]``."""
+  model = type(module).__name__
+  if not from_first_layer:
+    return _flatten(x, model)
+  if not module.hidden:
+    raise ValueError(
+        f"from_first_layer needs a hidden layer (hidden_0), but {model} has "
+        "hidden=().")
+  if x.ndim != 2 or x.shape[1] != module.hidden[0]:
+    raise ValueError(
+        f"with from_first_layer, {model} expects hidden_0's output of shape "
+        f"[N, {module.hidden[0]}], got {x.shape}.")
+  return x
+
+
 def _check_images(x, model: str, min_size: int):
   """``x`` is NHWC with H, W >= ``min_size`` (what the pooling needs)."""
   if x.ndim != 4:
@@ -188,19 +214,24 @@ class MLP(nn.Module):
   batch_norm: bool = False
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+  def __call__(self, x, *, train: bool = False, return_features: bool = False,
+               from_first_layer: bool = False):
     """``x: f[N, D]`` (rank > 2 is flattened) → logits ``f32[N, C]``.
 
     With ``return_features``, also the last hidden activation
     ``f32[N, hidden[-1]]`` before dropout (the flattened input when
-    ``hidden`` is empty).
+    ``hidden`` is empty). With ``from_first_layer``, ``x`` is ``hidden_0``'s
+    output ``f32[N, hidden[0]]`` (before BatchNorm and ReLU) and the call
+    starts after that layer (apply only: the layer's parameters are not
+    created).
     """
-    x = _flatten(x, "MLP")
+    x = _first_input(x, from_first_layer, self)
     for i, width in enumerate(self.hidden):
       if i:
         x = _dropout(x, self.dropout, train)
-      x = _dense(x, width, self.init_scheme, f"hidden_{i}",
-                 use_bias=not self.batch_norm)
+      if i or not from_first_layer:
+        x = _dense(x, width, self.init_scheme, f"hidden_{i}",
+                   use_bias=not self.batch_norm)
       if self.batch_norm:
         x = _batch_norm(x, train, f"bn_{i}")
       x = nn.relu(x)
@@ -273,18 +304,22 @@ class MnistFC(nn.Module):
   init_scheme: str = "torch"
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+  def __call__(self, x, *, train: bool = False, return_features: bool = False,
+               from_first_layer: bool = False):
     """``x: f[N, ...]`` (flattened to ``[N, D]``) → logits ``f32[N, C]``.
 
     With ``return_features``, also the last hidden activation
-    ``f32[N, hidden[-1]]`` before dropout.
+    ``f32[N, hidden[-1]]`` before dropout. With ``from_first_layer``, ``x``
+    is ``hidden_0``'s output ``f32[N, hidden[0]]`` (before the LeakyReLU)
+    and the call starts after that layer (apply only).
     """
-    x = _flatten(x, "MnistFC")
+    x = _first_input(x, from_first_layer, self)
     for i, width in enumerate(self.hidden):
       if i:
         x = _dropout(x, self.dropout, train)
-      x = nn.leaky_relu(_dense(x, width, self.init_scheme, f"hidden_{i}"),
-                        self.negative_slope)
+      if i or not from_first_layer:
+        x = _dense(x, width, self.init_scheme, f"hidden_{i}")
+      x = nn.leaky_relu(x, self.negative_slope)
     features = x
     if self.hidden:
       x = _dropout(x, self.dropout, train)
@@ -448,6 +483,10 @@ MODELS: dict[str, type[nn.Module]] = {
     "segnet": SegmentationNet,
 }
 
+# Networks whose first operation is a Dense layer ``hidden_0`` on the
+# flattened input, when they have hidden layers (``from_first_layer``).
+_FIRST_DENSE = (MLP, MnistFC)
+
 # Module dataclass fields that are not part of a model config: flax's own, and
 # the class count, which the data decides.
 _NOT_CONFIG = ("parent", "name", "num_classes")
@@ -544,16 +583,54 @@ class Net(NamedTuple):
     """
     return self.module.init({"params": key}, x, train=False)
 
+  @property
+  def has_first_layer(self) -> bool:
+    """Whether the network begins with a Dense layer on the flattened input
+    (``mlp``, ``mnist_fc`` with hidden layers), so that ``first_layer`` and
+    ``apply(from_first_layer=True)`` work."""
+    return (isinstance(self.module, _FIRST_DENSE)
+            and bool(self.module.hidden))
+
+  def _check_first_layer(self, what: str):
+    if not self.has_first_layer:
+      raise ValueError(
+          f"{what} needs a network that begins with a Dense layer on the "
+          "flattened input (mlp or mnist_fc with hidden layers), got "
+          f"{type(self.module).__name__}"
+          + (" with hidden=()" if isinstance(self.module, _FIRST_DENSE)
+             else "") + ".")
+
+  def first_layer(self, variables: dict):
+    """``(kernel f32[D, F], bias f32[F] or None)`` of the first Dense layer
+    (``hidden_0``; no bias when BatchNorm follows it), D = values of one
+    flattened example, F = ``hidden[0]``: ``apply(variables, flatten(x) @
+    kernel (+ bias), from_first_layer=True)`` is ``apply(variables, x)`` up
+    to float32 rounding. The form ``masks.permutation_importance`` takes.
+
+    Raises:
+      ValueError: the network does not begin with one (``has_first_layer``).
+    """
+    self._check_first_layer("first_layer")
+    layer = variables["params"]["hidden_0"]
+    return layer["kernel"], layer.get("bias")
+
   def apply(self, variables: dict, x: jax.Array, *, train: bool,
-            key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, dict]:
+            key: jax.Array | None = None, from_first_layer: bool = False
+            ) -> tuple[jax.Array, jax.Array, dict]:
     """``(logits, features, variables)`` for a batch ``x``.
 
     train=True: BatchNorm normalises with the batch's statistics and the
     returned variables carry the updated running statistics; dropout is on,
     drawn from ``key`` (required when the model's ``dropout`` > 0).
     train=False: running statistics, no dropout, ``variables`` returned as
-    given; ``key`` is ignored.
+    given; ``key`` is ignored. from_first_layer=True (networks with
+    ``has_first_layer``): ``x`` is the first Dense layer's output
+    ``f32[N, F]`` (see ``first_layer``) and the network runs from there.
     """
+    if from_first_layer:
+      self._check_first_layer("apply(from_first_layer=True)")
+    # Only the networks that have a first layer take the flag.
+    kwargs = {"from_first_layer": True} if from_first_layer else {}
     rate = getattr(self.module, "dropout", 0.0)
     rngs = {}
     if train and rate > 0:
@@ -565,10 +642,10 @@ class Net(NamedTuple):
     if train and "batch_stats" in variables:
       (logits, features), updates = self.module.apply(
           variables, x, train=True, return_features=True, rngs=rngs,
-          mutable=["batch_stats"])
+          mutable=["batch_stats"], **kwargs)
       return logits, features, {**variables, **updates}
     logits, features = self.module.apply(
-        variables, x, train=train, return_features=True, rngs=rngs)
+        variables, x, train=train, return_features=True, rngs=rngs, **kwargs)
     return logits, features, variables
 
   def feature_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:

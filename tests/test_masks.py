@@ -13,6 +13,7 @@ import pytest
 
 from ntdh_jax import masks
 from tests import reference
+from tests.fast_jit import fast_jit
 
 KEY = jax.random.PRNGKey(0)
 RATIOS = (0.0, 0.1, 0.5, 0.9)
@@ -217,6 +218,80 @@ def test_shared_pixel_importance_equals_float64_double_loop():
                     unit_batch=8, row_batch=4, permutations="shared")
   chex.assert_shape(got, (2, 3, 4, 1))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# A score beginning with a linear map of the flattened example: Algorithm 1
+# on an MLP teacher, computed from the input or from the first layer's output.
+_BIAS = jnp.asarray(np.random.RandomState(6).normal(size=(3,)), jnp.float32)
+
+
+def _first_layer_of(x):
+  """``(kernel f32[D, 3], bias)`` for ``x``'s D values per example."""
+  d = math.prod(x.shape[1:])
+  return (jnp.asarray(np.random.RandomState(d).normal(size=(d, 3)),
+                      jnp.float32), _BIAS)
+
+
+def _after_first_layer(h_rows, rows):
+  return jnp.mean((jnp.tanh(h_rows) - _rows_of(_TARGET, rows)) ** 2, axis=-1)
+
+
+def _through_first_layer(x_rows, rows):
+  kernel, bias = _first_layer_of(x_rows)
+  return _after_first_layer(
+      jnp.reshape(x_rows, (x_rows.shape[0], -1)) @ kernel + bias, rows)
+
+
+# Cheap compiles for the four programs below (compared with each other only).
+_fast_importance = fast_jit(masks.permutation_importance,
+                            static_argnames=("score_fn", "num_repeats",
+                                             "unit_batch", "row_batch",
+                                             "permutations"))
+_fast_mean_score = fast_jit(masks.mean_score,
+                            static_argnames=("score_fn", "row_batch"))
+
+
+@pytest.mark.parametrize("x, permutations, unit_batch, row_batch", [
+    (_X, "per_unit", 4, 7),  # 15 pairs in steps of 4, 24 rows in 4 blocks
+    (_PIXELS, "shared", 5, 4),  # [N, H, W, C]: each pixel's C channels
+])
+def test_first_layer_path_equals_the_plain_score(x, permutations, unit_batch,
+                                                 row_batch):
+  """first_layer: score_fn on the first pre-activation, updated by rank K per
+  unit, gives the plain importance of score_fn ∘ first layer (same
+  permutations) up to float32 rounding, in blocks of units and rows (partial
+  last blocks); so does mean_score."""
+  run = lambda score, first_layer: _fast_importance(
+      score_fn=score, x=x, key=KEY, num_repeats=2, unit_batch=unit_batch,
+      row_batch=row_batch, permutations=permutations, first_layer=first_layer)
+  want = run(_through_first_layer, None)
+  got = run(_after_first_layer, _first_layer_of(x))
+  assert got.shape == want.shape and got.dtype == jnp.float32
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert len(np.unique(np.asarray(got))) > got.size // 2  # units differ
+  np.testing.assert_allclose(
+      _fast_mean_score(_after_first_layer, x, row_batch=row_batch,
+                       first_layer=_first_layer_of(x)),
+      _fast_mean_score(_through_first_layer, x, row_batch=row_batch),
+      rtol=1e-6)
+
+
+def test_first_layer_is_checked_against_x():
+  """A kernel whose rows are not x's values per example, a bias of the wrong
+  width or a bare kernel raise ValueError naming first_layer."""
+  kernel, bias = _first_layer_of(_PIXELS)  # 24 rows: [N, 3, 4, 2]
+  call = lambda x, first_layer: masks.permutation_importance(
+      _after_first_layer, x, KEY, 1, first_layer=first_layer)
+  with pytest.raises(ValueError, match=r"first_layer's kernel must have shape "
+                                       r"\[D, F\] with D = 5, the values of "
+                                       r"one example of x \(shape \(24, 5\)\), "
+                                       r"got \(24, 3\)"):
+    call(_X, (kernel, bias))
+  with pytest.raises(ValueError, match=r"first_layer's bias must have shape "
+                                       r"\(3,\), got \(4,\)"):
+    call(_PIXELS, (kernel, jnp.ones(4)))
+  with pytest.raises(ValueError, match="first_layer must be a pair"):
+    masks.mean_score(_after_first_layer, _PIXELS, first_layer=kernel)
 
 
 def _largest_array(jaxpr) -> int:

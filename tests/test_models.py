@@ -289,6 +289,53 @@ def test_flat_models_flatten_images():
     np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("config, shape, train", [
+    ({"name": "mlp", "hidden": [6, 5], "batch_norm": True, "dropout": 0.5},
+     (3, 7), True),
+    ({"name": "mnist_fc", "hidden": [6, 5]}, (3, 2, 2, 2), False),
+])
+def test_apply_from_first_layer_equals_apply(config, shape, train):
+  """Running from the first Dense layer's output (``first_layer``) gives
+  apply's logits, features and BatchNorm statistics; in training, dropout
+  draws the same masks from the same key."""
+  net = models.build(config, 4)
+  x = np.random.default_rng(3).standard_normal(shape, dtype=np.float32)
+  variables = _jit(net.init)(KEY, x[:1])
+  assert net.has_first_layer
+  kernel, bias = net.first_layer(variables)
+  assert kernel.shape == (math.prod(shape[1:]), config["hidden"][0])
+  assert (bias is None) == config.get("batch_norm", False)
+  h = x.reshape(3, -1) @ kernel + (0.0 if bias is None else bias)
+  want = _jit(functools.partial(net.apply, train=train, key=KEY))(
+      variables, x)
+  got = _jit(functools.partial(net.apply, train=train, key=KEY,
+                               from_first_layer=True))(variables, h)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6,
+                                 atol=1e-6), got, want)
+
+
+def test_from_first_layer_refuses_other_networks_and_shapes():
+  for config in ({"name": "cnn"}, {"name": "mlp", "hidden": []},
+                 {"name": "linear"}):
+    net = models.build(config, 3)
+    assert not net.has_first_layer
+    with pytest.raises(ValueError, match="first_layer needs a network that "
+                                         "begins with a Dense layer"):
+      net.first_layer({"params": {}})
+    with pytest.raises(ValueError, match=r"apply\(from_first_layer=True\) "
+                                         "needs"):
+      net.apply({"params": {}}, np.ones((2, 4), np.float32), train=False,
+                from_first_layer=True)
+  net = models.build({"name": "mnist_fc", "hidden": [6]}, 3)
+  params = jax.eval_shape(net.init, KEY, jax.ShapeDtypeStruct((1, 4),
+                                                              jnp.float32))
+  with pytest.raises(ValueError, match=r"hidden_0's output of shape \[N, 6\]"
+                                       r", got \(2, 4\)"):
+    jax.eval_shape(functools.partial(net.apply, train=False,
+                                     from_first_layer=True), params,
+                   jax.ShapeDtypeStruct((2, 4), jnp.float32))
+
+
 def test_feature_shape_of_the_default_networks():
   build = models.build
   assert build({"name": "mlp"}, 4).feature_shape((50,)) == (16,)
