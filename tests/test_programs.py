@@ -395,6 +395,27 @@ def test_joint_importance_form_changes_only_the_score(joint):
   assert _differs(outputs["importance"], joint[1][2]["importance"])
 
 
+def test_joint_importance_first_layer_is_the_same_importance(joint):
+  """``importance_first_layer=True`` (the MLP teacher scored from its first
+  pre-activation, a rank-1 update per feature and repeat) trains the same
+  pair and gives the default's baseline and importance up to float32
+  rounding (another program: XLA may round its training differently)."""
+  program, result = _run("joint", _static(NTDH, importance_repeats=2,
+                                          importance_first_layer=True),
+                         _hparams(NTDH_HP))
+  final, history, outputs = result
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6),
+               history, joint[1][1])
+  # Off, the option is left out of the static config (run ids unchanged).
+  assert "importance_first_layer" not in stages.normalise("joint", NTDH)
+  assert stages.normalise("joint", _static(NTDH, importance_first_layer=True))[
+      "importance_first_layer"]
+  np.testing.assert_allclose(final["baseline_ncjsd"],
+                             joint[1][0]["baseline_ncjsd"], rtol=1e-6)
+  np.testing.assert_allclose(outputs["importance"], joint[1][2]["importance"],
+                             rtol=0, atol=1e-4)
+
+
 def test_masked_teacher_keeps_d_minus_floor_rd_features(joint, teacher):
   """An importance-masked teacher, vmapped over (kind, ratio), keeps
   D − floor(r·D) inputs: "true" the most important, "false" the least;
@@ -559,6 +580,7 @@ def test_teacher_and_student_start_from_the_same_weights():
      r"'fitnet', 'pkt', 'rkd', 'sp'\]; distill='kl'"),
     ("joint", {"joint_distance": "l1"}, "joint_distance"),
     ("joint", {"importance_form": "authors"}, "importance_form"),
+    ("joint", {"importance_first_layer": 1}, "importance_first_layer"),
 ))
 def test_bad_static_config_raises(stage, changes, match):
   """A bad static value is a ValueError naming its key, at build time."""
