@@ -56,8 +56,8 @@ class JointConfig(common.StageConfig):
       (the synthetic study's recorded results are bit for bit).
     teacher_model: the teacher network's config (default: ``model``).
   """
-  # Added after results were recorded: left out of run ids while False.
-  OMIT_AT_DEFAULT = ("importance_first_layer",)
+  # Added after results were recorded: left out of run ids at their defaults.
+  OMIT_AT_DEFAULT = ("importance_form", "importance_first_layer")
   joint_distance: str = "ncjsd"
   importance_repeats: int = 10
   importance_permutations: str = "per_unit"
