@@ -8,13 +8,31 @@ it, and the tests that start them with their own XLA_FLAGS append theirs
 (``xla_flags``), so a comparison of bits is always between programs
 compiled with the same options. An XLA_FLAGS already in the environment
 wins.
+
+The notebooks (notebooks/*.ipynb, executed by nbmake in kernels that
+inherit this environment; ``notebooks/conftest.py`` brings it to a session
+given only notebooks) run their studies at the smallest scale that still
+runs every cell, NTDH_NOTEBOOK_VARIANT=tiny (Colab and Jupyter run
+``quick``), into a fresh folder of workdirs, NTDH_NOTEBOOK_RUNS, removed at
+exit: a stale ``notebooks/runs`` (an earlier config, another session's lock)
+neither fails the suite nor skips training. Values already in the
+environment win.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0 "
                       "--xla_llvm_disable_expensive_passes=true")
 os.environ.setdefault("XLA_FLAGS", FAST_COMPILE_FLAGS)
+
+os.environ.setdefault("NTDH_NOTEBOOK_VARIANT", "tiny")
+if "NTDH_NOTEBOOK_RUNS" not in os.environ:
+  os.environ["NTDH_NOTEBOOK_RUNS"] = tempfile.mkdtemp(prefix="ntdh_notebooks_")
+  atexit.register(shutil.rmtree, os.environ["NTDH_NOTEBOOK_RUNS"],
+                  ignore_errors=True)
 
 
 def xla_flags(*flags: str) -> str:
