@@ -3,7 +3,9 @@
     python benchmarks/permutation_importance.py [--n 6000] [--d 50] [--m 10]
         [--unit-batches 10,50] [--batch 50] [--no-all-at-once]
         [--digits-repeats 10] [--digits-size 8] [--digits-loop-repeats 1]
-        [--digits-unit-batch 2] [--digits-rounds 2]
+        [--digits-unit-batch 2] [--digits-rounds 2] [--digits-fc-repeats 1]
+        [--digits-fc-hidden 1024,256] [--digits-fc-unit-batch 10]
+        [--digits-fc-rounds 2] [--no-synthetic]
 
 The importance of every teacher input feature: for each repeat m < M and
 column j < D, the batch-mean NCJSD between the teacher on its input with
@@ -31,6 +33,15 @@ rows (the student logits and labels of those rows sliced at ``rows[0]``), as
   ``--no-all-at-once``).
 * ``library, shared, unit_batch U``: the library with
   ``permutations="shared"``, for each U of ``--unit-batches``.
+* ``library, shared, first layer, unit_batch U``: the same with
+  ``first_layer=Net.first_layer(teacher)`` (the teacher's ``hidden_0``
+  kernel and bias) and the score running the teacher from its first
+  pre-activation (``Net.apply(..., from_first_layer=True)``): ``h = x W + b``
+  once, each (repeat, column) the rank-1 update ``h + (x[perm, j] − x[:, j])
+  W[j]``, no permuted copy of x and no ``[n, d] @ [d, 16]`` product per
+  score. Same permutations as the shared loop; checked against it at rtol
+  1e-5 (``FIRST_LAYER_RTOL``: the update rounds differently from
+  ``x' @ W``; differences measured ~2e-7 relative).
 * ``loop``: a Python loop over (m, j) of a jitted single-permutation score
   (``jax.random.permutation`` of the same key, column j replaced, mean of
   the per-example score over all rows). The issue's baseline: every ratio
@@ -53,9 +64,13 @@ rows (the student logits and labels of those rows sliced at ``rows[0]``), as
   replaced by itself shifted one row down), in ``lax.map`` steps of 10 as
   the library takes them: what any implementation evaluating the score M·D
   times pays at least, the teacher MLP and the NCJSD on M·D·N rows. Once the
-  permutations are shared the library is close to it (the last line prints
+  permutations are shared the library is close to it (the last lines print
   shared / scores alone), so loop / shared can only grow as far as loop /
   scores alone: no choice of permutations removes the scores themselves.
+* ``scores after first alone``: the same M·D scores taken from the first
+  pre-activation (``h`` plus column j's shift times ``W[j]``): the floor of
+  the first-layer rows, what is left once the first layer's product is
+  shared by all scores.
 
 Memory: each compiled program's XLA temp buffers
 (``compiled.memory_analysis().temp_size_in_bytes``, arguments and outputs
@@ -85,11 +100,27 @@ above (shared library, loop, shared loop) on the first
 is checked against the shared loop (allclose 1e-5) and the full run against
 its first repeats.
 
-Checks every implementation gives the loop's matrix (allclose 1e-6; the
-shared rows the shared loop's) and the prototype's permutations equal
-``jax.random.permutation``'s. Prints the times, loop / each (goal: the
-library >= 10x) and the temp memory, and the unpermuted baseline
-(``masks.mean_score``).
+Pixel-level digits with NTDH's MNIST MLP (``--digits-fc-repeats`` M'', 0
+skips it): the same teacher view, teacher and student ``mnist_fc`` with
+``--digits-fc-hidden`` (default 1024, 256, as ``sweeps/configs/
+ntdh_digits.py``; random weights), the score the per-example NCJSD. Side by
+side on M'' repeats (64 scores each at size 8), best of
+``--digits-fc-rounds``: the shared library from the input and from the
+teacher's first layer (``first_layer``, a rank-1 update of the 1024-wide
+pre-activation per pixel; one channel per pixel), at
+``--digits-fc-unit-batch`` 10 (the library's default; 2 was slower here,
+unlike the CNN's), vs the two loops; both shared matrices checked
+against the shared loop's (rtol 1e-5). Here the first layer (64 → 1024)
+is a fifth of the MLP's multiply-adds and the 1024 → 256 layer most of
+the rest, which every score still pays; at 28 × 28 (784 → 1024) the first
+layer would be three quarters.
+
+Checks every implementation gives the loop's matrix (allclose 1e-6, the
+first-layer rows rtol 1e-5; the shared rows the shared loop's) and the
+prototype's permutations equal ``jax.random.permutation``'s. Prints the
+times, loop / each (goal: the library >= 10x) and the temp memory, and the
+unpermuted baseline (``masks.mean_score``). ``--no-synthetic`` runs the
+digits parts only.
 """
 
 import argparse
@@ -107,6 +138,9 @@ from ntdh_jax import masks
 from ntdh_jax import models
 
 ROUND_EXPONENT = 3  # jax.random.permutation's rounds: 2^(32·rounds) >= n^3
+# first_layer's h + Δ·W[j] against the loop's x' @ W: float32 rounding of a
+# different order (measured: relative differences ~2e-7 at n = 6000).
+FIRST_LAYER_RTOL = 1e-5
 
 
 def stable_argsort_u32(bits):
@@ -178,18 +212,27 @@ def shared_permutation(key, m, n: int):
   return jax.random.permutation(jax.random.fold_in(key, m), n)
 
 
-def ncjsd_score(apply, t_params, s_params, x_s, y):
+def ncjsd_score(apply, t_params, s_params, x_s, y, teacher_apply=None):
   """Per-example NCJSD of a block of (permuted) teacher rows against the
-  student on its own rows, ``apply(params, x) -> logits``."""
+  student on its own rows, ``apply(params, x) -> logits``; the teacher's
+  logits by ``teacher_apply`` where given (e.g. from its first
+  pre-activation rows)."""
   s_logits = apply(s_params, x_s)
+  teacher_apply = teacher_apply or apply
 
   def score(x_rows, rows):
     pick = lambda a: jax.lax.dynamic_slice_in_dim(a, rows[0], x_rows.shape[0])
     return divergences.decompose(
-        teacher_logits=apply(t_params, x_rows),
+        teacher_logits=teacher_apply(t_params, x_rows),
         student_logits=pick(s_logits), labels=pick(y)).ncjsd
 
   return score
+
+
+def first_layer_apply(net: models.Net):
+  """``(params, h) -> logits`` of ``net`` from its first pre-activation."""
+  return lambda params, h: net.apply(params, h, train=False,
+                                     from_first_layer=True)[0]
 
 
 def single_score(score_fn, t_params, s_params, x_t, x_s, y, perm, j):
@@ -289,13 +332,19 @@ def synthetic(args):
   teacher = model.init(k_t, x_teacher[:1])
   student = model.init(k_s, x_student[:1])
   score_fn = functools.partial(ncjsd_score, model.apply)
+  net = models.Net(model)
+  # The same score, the teacher run from its first pre-activation.
+  score_after_first = functools.partial(
+      ncjsd_score, model.apply, teacher_apply=first_layer_apply(net))
   all_rows = jnp.arange(n, dtype=jnp.int32)
 
   def library(t_params, s_params, x_t, x_s, y, key, *, unit_batch,
-              row_batch, permutations):
+              row_batch, permutations, first_layer=False):
+    score = score_after_first if first_layer else score_fn
     return masks.permutation_importance(
-        score_fn(t_params, s_params, x_s, y), x_t, key, m,
-        unit_batch=unit_batch, row_batch=row_batch, permutations=permutations)
+        score(t_params, s_params, x_s, y), x_t, key, m,
+        unit_batch=unit_batch, row_batch=row_batch, permutations=permutations,
+        first_layer=net.first_layer(t_params) if first_layer else None)
 
   def baseline(t_params, s_params, x_t, x_s, y):
     return masks.mean_score(score_fn(t_params, s_params, x_s, y), x_t)
@@ -307,6 +356,18 @@ def synthetic(args):
       j = pair % d
       return jnp.mean(score_fn(t_params, s_params, x_s, y)(
           x_t.at[:, j].set(shifted[:, j]), all_rows))
+
+    return jax.lax.map(score, jnp.arange(m * d), batch_size=10).reshape(m, d)
+
+  def scores_after_first_alone(t_params, s_params, x_t, x_s, y):
+    kernel, bias = net.first_layer(t_params)
+    h = x_t @ kernel + bias
+    delta = jnp.roll(x_t, 1, axis=0) - x_t
+
+    def score(pair):
+      j = pair % d
+      return jnp.mean(score_after_first(t_params, s_params, x_s, y)(
+          h + delta[:, j, None] * kernel[j], all_rows))
 
     return jax.lax.map(score, jnp.arange(m * d), batch_size=10).reshape(m, d)
 
@@ -329,6 +390,9 @@ def synthetic(args):
   variants.update({f"shared, unit_batch {u}": dict(
       unit_batch=u, row_batch=args.row_batch, permutations="shared")
                    for u in unit_batches})
+  variants.update({f"shared, first layer, unit_batch {u}": dict(
+      unit_batch=u, row_batch=args.row_batch, permutations="shared",
+      first_layer=True) for u in unit_batches})
   compiled = {f"library, {name}": compile_(library, *data, static=static)
               for name, static in variants.items()}
   loop_calls = loops(score_fn, data, m, d)
@@ -338,6 +402,8 @@ def synthetic(args):
   compiled["permutations"] = compile_(permutations, key,
                                       static={"fast": False})
   compiled["scores alone"] = compile_(scores_alone, *data[:5])
+  compiled["scores after first alone"] = compile_(scores_after_first_alone,
+                                                  *data[:5])
   base = float(compile_(baseline, *data[:5])(*data[:5]))
 
   calls = {name: functools.partial(c, *data) for name, c in compiled.items()
@@ -346,21 +412,25 @@ def synthetic(args):
   calls["prototype"] = functools.partial(compiled["prototype"], *data)
   calls["floor"] = functools.partial(compiled["floor"], key)
   calls["permutations"] = functools.partial(compiled["permutations"], key)
-  calls["scores alone"] = functools.partial(compiled["scores alone"],
-                                            *data[:5])
+  for name in ("scores alone", "scores after first alone"):
+    calls[name] = functools.partial(compiled[name], *data[:5])
   timed = best_times(calls, args.repeats)
   out = {name: o for name, (_, o) in timed.items()}
   np.testing.assert_array_equal(out["floor"], out["permutations"])
   for name in timed:
     if name.startswith("library") or name == "prototype":
       want = "loop, shared" if "shared" in name else "loop"
-      np.testing.assert_allclose(out[name], out[want], rtol=1e-6,
+      # The first layer's rank-1 update rounds differently from x' @ W.
+      tolerance = FIRST_LAYER_RTOL if "first layer" in name else 1e-6
+      np.testing.assert_allclose(out[name], out[want], rtol=tolerance,
                                  atol=1e-6, err_msg=name)
 
   titles = {
       **{f"library, {name}": (
           "masks.permutation_importance, "
           + ("permutations=shared, " if s["permutations"] == "shared" else "")
+          + ("first_layer (rank-1 updates), " if s.get("first_layer")
+             else "")
           + f"unit_batch={s['unit_batch']}"
           + (f", row_batch={s['row_batch']}" if s["row_batch"] else "")
           + (" (all at once: the old single vmap)" if name == "all at once"
@@ -371,11 +441,15 @@ def synthetic(args):
                    f"{args.batch}",
       "floor": f"its {m * d} permutations alone (floor)",
       "permutations": f"jax.random.permutation x {m * d} alone",
-      "scores alone": f"the {m * d} scores alone, no permutation (floor)"}
+      "scores alone": f"the {m * d} scores alone, no permutation (floor)",
+      "scores after first alone": f"the {m * d} scores from the first "
+                                  f"pre-activation alone, no permutation "
+                                  f"(floor)"}
   print(f"n = {n}, d = {d}, M = {m}: {m * d} permuted scores, float32, "
         f"{jax.devices()[0].platform} x{jax.device_count()}, "
         f"best of {args.repeats}; all matrices agree with their loop's "
-        f"(allclose 1e-6)")
+        f"(allclose rtol 1e-6, first layer rtol {FIRST_LAYER_RTOL:g}; "
+        f"atol 1e-6)")
   imp = out["loop"]
   print(f"unpermuted baseline NCJSD (masks.mean_score) {base:.6f}; "
         f"permuted scores in [{imp.min():.6f}, {imp.max():.6f}]")
@@ -384,12 +458,97 @@ def synthetic(args):
                 temp_mib(compiled[name]))
                for name, (seconds, _) in timed.items()], timed["loop"][0])
   print("\nloop: temp memory of one single-permutation call.")
-  shared = min(seconds for name, (seconds, _) in timed.items()
-               if name.startswith("library, shared"))
+  best = lambda first: min(
+      seconds for name, (seconds, _) in timed.items()
+      if name.startswith("library, shared")
+      and ("first layer" in name) == first)
+  shared, first = best(False), best(True)
   print(f"best shared library: loop / shared {timed['loop'][0] / shared:.1f}x "
         f"(goal >= 10), shared loop / shared "
         f"{timed['loop, shared'][0] / shared:.1f}x, shared / scores alone "
         f"{shared / timed['scores alone'][0]:.2f}")
+  print(f"best shared library from the first layer: loop / it "
+        f"{timed['loop'][0] / first:.1f}x (goal >= 10), shared loop / it "
+        f"{timed['loop, shared'][0] / first:.1f}x, it / its scores alone "
+        f"{first / timed['scores after first alone'][0]:.2f}")
+
+
+def digits_views(size: int):
+  """The joint stage's inputs on the ``digits`` source at ``size``: each
+  view prepared once, with its noise; ``(x_teacher, x_student, labels,
+  num_classes, teacher init key, student init key, permutation key)``."""
+  config = {"name": "digits", "size": size}
+  source, options = data_lib.parse(config)
+  arrays = data_lib.load_arrays(config)
+  k_nt, k_ns, k_t, k_s, key = jax.random.split(jax.random.key(1), 5)
+  x_teacher = source.prepare(options, arrays["teacher_train"], "teacher", {},
+                             k_nt)
+  x_student = source.prepare(options, arrays["student_train"], "student", {},
+                             k_ns)
+  return (x_teacher, x_student, jnp.asarray(arrays["y_train"]),
+          source.spec(options).num_classes, k_t, k_s, key)
+
+
+def digits_fc(args):
+  """Pixel-level digits with NTDH's MNIST MLP on both views: the shared
+  library from the input and from the teacher's first layer vs the two
+  loops, on ``--digits-fc-repeats`` repeats."""
+  m = args.digits_fc_repeats
+  x_teacher, x_student, labels, num_classes, k_t, k_s, key = digits_views(
+      args.digits_size)
+  n = x_teacher.shape[0]
+  num_units = math.prod(x_teacher.shape[1:-1])
+  hidden = [int(w) for w in args.digits_fc_hidden.split(",")]
+  net = models.build({"name": "mnist_fc", "hidden": hidden}, num_classes)
+  apply = lambda params, x: net.apply(params, x, train=False)[0]
+  teacher = net.init(k_t, x_teacher[:1])
+  student = net.init(k_s, x_student[:1])
+  score_fn = functools.partial(ncjsd_score, apply)
+  score_after_first = functools.partial(ncjsd_score, apply,
+                                        teacher_apply=first_layer_apply(net))
+
+  def library(t_params, s_params, x_t, x_s, y, key, *, first_layer):
+    score = score_after_first if first_layer else score_fn
+    return masks.permutation_importance(
+        score(t_params, s_params, x_s, y), x_t, key, m,
+        unit_batch=args.digits_fc_unit_batch, permutations="shared",
+        first_layer=net.first_layer(t_params) if first_layer else None
+    ).reshape(m, num_units)
+
+  data = (teacher, student, x_teacher, x_student, labels, key)
+  compiled = {name: compile_(library, *data, static={"first_layer": first})
+              for name, first in (("shared", False),
+                                  ("shared, first layer", True))}
+  loop_calls = loops(score_fn, data, m, num_units)
+  compiled.update({name: c for name, (_, c) in loop_calls.items()})
+  calls = {name: functools.partial(compiled[name], *data)
+           for name in ("shared", "shared, first layer")}
+  calls.update({name: call for name, (call, _) in loop_calls.items()})
+  timed = best_times(calls, args.digits_fc_rounds)
+  out = {name: o for name, (_, o) in timed.items()}
+  np.testing.assert_allclose(out["shared"], out["loop, shared"], rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(out["shared, first layer"], out["loop, shared"],
+                             rtol=FIRST_LAYER_RTOL, atol=1e-6)
+
+  size = args.digits_size
+  print(f"\npixel-level digits, NTDH's MNIST MLP (mnist_fc {hidden}, random "
+        f"weights) as teacher and student: teacher view f32[{n}, {size}, "
+        f"{size}, 1], {num_units} pixel units, M = {m} ({m * num_units} "
+        f"scores), best of {args.digits_fc_rounds}; the shared matrices "
+        f"agree with the shared loop's (allclose rtol 1e-5, first layer rtol "
+        f"{FIRST_LAYER_RTOL:g}; atol 1e-6)")
+  title = (f"masks.permutation_importance, permutations=shared, unit_batch="
+           f"{args.digits_fc_unit_batch}")
+  print_table([
+      (title, timed["shared"][0], "", temp_mib(compiled["shared"])),
+      (title.replace("shared, ", "shared, first_layer (rank-1 updates), "),
+       timed["shared, first layer"][0], "",
+       temp_mib(compiled["shared, first layer"])),
+      ("loop over (m, j), jitted single score", timed["loop"][0], "",
+       temp_mib(compiled["loop"])),
+      ("loop over (m, j), shared permutations", timed["loop, shared"][0], "",
+       temp_mib(compiled["loop, shared"]))], timed["loop"][0])
 
 
 def digits(args):
@@ -397,20 +556,12 @@ def digits(args):
   the shared library vs the two loops on the first repeats."""
   m, sample = args.digits_repeats, min(args.digits_loop_repeats,
                                        args.digits_repeats)
-  config = {"name": "digits", "size": args.digits_size}
-  source, options = data_lib.parse(config)
-  arrays = data_lib.load_arrays(config)
-  k_nt, k_ns, k_t, k_s, key = jax.random.split(jax.random.key(1), 5)
-  # The joint stage's inputs: each view prepared once, with its noise.
-  x_teacher = source.prepare(options, arrays["teacher_train"], "teacher", {},
-                             k_nt)
-  x_student = source.prepare(options, arrays["student_train"], "student", {},
-                             k_ns)
-  labels = jnp.asarray(arrays["y_train"])
+  x_teacher, x_student, labels, num_classes, k_t, k_s, key = digits_views(
+      args.digits_size)
   n = x_teacher.shape[0]
   num_units = math.prod(x_teacher.shape[1:-1])
   net = models.build({"name": "cnn", "channels": [32, 64], "dense": 128},
-                     source.spec(options).num_classes)
+                     num_classes)
   apply = lambda params, x: net.apply(params, x, train=False)[0]
   teacher = net.init(k_t, x_teacher[:1])
   student = net.init(k_s, x_student[:1])
@@ -490,10 +641,23 @@ def main():
                       help="digits: the library's unit_batch")
   parser.add_argument("--digits-rounds", type=int, default=2,
                       help="digits: best of this many side-by-side rounds")
+  parser.add_argument("--digits-fc-repeats", type=int, default=1,
+                      help="digits with mnist_fc: repeats (0: skip it)")
+  parser.add_argument("--digits-fc-hidden", default="1024,256",
+                      help="digits with mnist_fc: hidden widths")
+  parser.add_argument("--digits-fc-unit-batch", type=int, default=10,
+                      help="digits with mnist_fc: the library's unit_batch")
+  parser.add_argument("--digits-fc-rounds", type=int, default=2,
+                      help="digits with mnist_fc: best of this many rounds")
+  parser.add_argument("--no-synthetic", dest="synthetic", default=True,
+                      action="store_false", help="skip the n x d table")
   args = parser.parse_args()
-  synthetic(args)
+  if args.synthetic:
+    synthetic(args)
   if args.digits_repeats > 0:
     digits(args)
+  if args.digits_fc_repeats > 0:
+    digits_fc(args)
 
 
 if __name__ == "__main__":

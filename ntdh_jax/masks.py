@@ -240,9 +240,9 @@ def permutation_importance(score_fn: ScoreFn, x: jax.Array, key: jax.Array,
   (``key``, ``permutations``) are the same, so the scores are those of the
   plain call on ``x`` with ``score_fn ∘ first layer``, equal up to float32
   rounding (``h + Δ·kernel[j]`` rounds differently from ``x' @ kernel``;
-  not bit for bit). ``unit_batch · row_batch`` pre-activation rows (F
-  values each) exist at once, and the default ``row_batch`` budgets F
-  values per example instead of D.
+  not bit for bit). ``h`` (``f32[N, F]``) lives for the whole call and
+  ``unit_batch · row_batch`` updated rows (F values each) at once; the
+  default ``row_batch`` budgets F values per example instead of D.
 
   Memory: ``lax.map`` steps over the M·U (repeat, unit) pairs,
   ``unit_batch`` of them vmapped side by side, and each step scores the rows
