@@ -2,6 +2,7 @@
 masks) and Algorithm 2 (sample masks), concrete and traced."""
 
 import fractions
+import functools
 import math
 
 import chex
@@ -242,15 +243,6 @@ def _through_first_layer(x_rows, rows):
       jnp.reshape(x_rows, (x_rows.shape[0], -1)) @ kernel + bias, rows)
 
 
-# Cheap compiles for the four programs below (compared with each other only).
-_fast_importance = fast_jit(masks.permutation_importance,
-                            static_argnames=("score_fn", "num_repeats",
-                                             "unit_batch", "row_batch",
-                                             "permutations"))
-_fast_mean_score = fast_jit(masks.mean_score,
-                            static_argnames=("score_fn", "row_batch"))
-
-
 @pytest.mark.parametrize("x, permutations, unit_batch, row_batch", [
     (_X, "per_unit", 4, 7),  # 15 pairs in steps of 4, 24 rows in 4 blocks
     (_PIXELS, "shared", 5, 4),  # [N, H, W, C]: each pixel's C channels
@@ -261,19 +253,23 @@ def test_first_layer_path_equals_the_plain_score(x, permutations, unit_batch,
   unit, gives the plain importance of score_fn ∘ first layer (same
   permutations) up to float32 rounding, in blocks of units and rows (partial
   last blocks); so does mean_score."""
-  run = lambda score, first_layer: _fast_importance(
-      score_fn=score, x=x, key=KEY, num_repeats=2, unit_batch=unit_batch,
-      row_batch=row_batch, permutations=permutations, first_layer=first_layer)
-  want = run(_through_first_layer, None)
-  got = run(_after_first_layer, _first_layer_of(x))
+
+  # One cheaply compiled program per path (they are compared with each
+  # other only): the importance and the baseline.
+  @functools.partial(fast_jit, static_argnums=0)
+  def run(score, x, first_layer):
+    return (masks.permutation_importance(
+        score, x, KEY, 2, unit_batch=unit_batch, row_batch=row_batch,
+        permutations=permutations, first_layer=first_layer),
+            masks.mean_score(score, x, row_batch=row_batch,
+                             first_layer=first_layer))
+
+  want, want_mean = run(_through_first_layer, x, None)
+  got, got_mean = run(_after_first_layer, x, _first_layer_of(x))
   assert got.shape == want.shape and got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   assert len(np.unique(np.asarray(got))) > got.size // 2  # units differ
-  np.testing.assert_allclose(
-      _fast_mean_score(_after_first_layer, x, row_batch=row_batch,
-                       first_layer=_first_layer_of(x)),
-      _fast_mean_score(_through_first_layer, x, row_batch=row_batch),
-      rtol=1e-6)
+  np.testing.assert_allclose(got_mean, want_mean, rtol=1e-6)
 
 
 def test_first_layer_is_checked_against_x():
