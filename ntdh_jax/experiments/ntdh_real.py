@@ -1,5 +1,6 @@
-"""The NTDH study on a real paired source: Fig. 7, Alg. 1 (Figs. 9–10) and
-Table II, on digits → digits-M by default or on a prepared dataset.
+"""The NTDH study on a real paired source: Fig. 7, Alg. 1 (Figs. 9–10),
+Tables II–III, Alg. 2 (Figs. 11–12), on digits → digits-M by default or on
+a prepared dataset (MNIST → MNIST-M, RAVDESS, NYU Depth V2, SemanticKITTI).
 
 ``plan(configs)`` turns each config into the runs of ``config.parts``, for
 every seed (``config.num_seeds`` replicates from ``config.seed``); every
@@ -18,29 +19,47 @@ part shares the seed's unmasked teacher and its no-KD student:
   ``config.table2.ratios`` (shared with ``alg1`` where they coincide: a run
   is identified by its configuration and seed, so the engine trains each
   masked teacher once).
+* ``alg2`` (Fig. 11): Algorithm 2 inside the student's jitted step: KD
+  students (CE + KL) from the unmasked teacher whose distillation term
+  leaves out the ``ratio`` fraction of each batch's samples — of its valid
+  pixels, for segmentation — ranked by teacher–student NCJSD (stage
+  ``student`` with ``sample_mask="ncjsd"``), for each kind of
+  ``config.alg2.kinds`` × ratio of ``config.alg2.ratios``, beside the
+  unmasked KD student (``kind="none"``, ``ratio=0``).
 
 Runs are tagged ``part``, ``role`` (teacher, no_kd, joint, masked_teacher,
 kd), ``method``, ``kind``, ``ratio`` for the report
 (``ntdh_jax.experiments.ntdh_real_report``).
+
+``study_config`` builds a study's config (every part's settings, full or
+``quick``) from what differs between datasets — the data, networks and
+optimiser — and ``prepared_study`` is a prepared dataset's ``get_config``
+(``sweeps/configs/ntdh_{mnist,ravdess,nyu,kitti}.py``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import ml_collections
 
 from ntdh_jax import config as config_lib
+from ntdh_jax import data as data_lib
 from ntdh_jax import experiments
 from ntdh_jax import masks
+from ntdh_jax.errors import UserError
 from ntdh_jax.train import stages
 from ntdh_jax.train.program import RunSpec
 
-PARTS = ("weights", "alg1", "table2")
+PARTS = ("weights", "alg1", "table2", "alg2")
 # Lists a selected part loops over: empty, the part would plan nothing.
 _PART_LISTS = {"weights": ("weights.alphas", "weights.betas"),
                "alg1": ("alg1.kinds", "alg1.ratios"),
-               "table2": ("table2.methods", "table2.kinds", "table2.ratios")}
+               "table2": ("table2.methods", "table2.kinds", "table2.ratios"),
+               "alg2": ("alg2.kinds", "alg2.ratios")}
+# Mask kinds each part reads, checked by name before any run is planned.
+_KIND_LISTS = {"alg1": "alg1.kinds", "table2": "table2.kinds",
+               "alg2": "alg2.kinds"}
 
 
 class _Planner:
@@ -73,9 +92,10 @@ class _Planner:
     return spec
 
   def student(self, distill, teacher, hparams=None, keys=None,
-              **tags) -> RunSpec:
+              sample_mask="none", **tags) -> RunSpec:
     static = {**self.static, "teacher_model": self.c.teacher_model.to_dict(),
-              "distill": distill, "kd_form": self.c.kd_form}
+              "distill": distill, "kd_form": self.c.kd_form,
+              "sample_mask": sample_mask}
     hp = dict(self.optim)
     if teacher is not None:
       hp.update(temperature=self.c.temperature, kd_weight=self.c.kd_weight)
@@ -141,11 +161,42 @@ class _Planner:
                        method=method, kind=kind, ratio=ratio)
 
 
+  def alg2(self):
+    a = self.c.alg2
+    # The unmasked KD student Fig. 11 compares against.
+    self.student("kl", self.teacher, role="kd", part="alg2", method="kd",
+                 kind="none", ratio=0.0)
+    keys = {"mask_ratio": "alg2.ratios", "mask_kind": "alg2.kinds"}
+    for kind in a.kinds:
+      for ratio in a.ratios:
+        self.student("kl", self.teacher,
+                     {"mask_ratio": ratio, "mask_kind": masks.kind_code(kind)},
+                     keys, sample_mask="ncjsd", role="kd", part="alg2",
+                     method="kd", kind=kind, ratio=ratio)
+
+
+def _check_parts(c: ml_collections.ConfigDict) -> None:
+  """Each selected part has its settings section and valid mask kinds."""
+  missing = [p for p in c.parts if p in PARTS and p not in c]
+  if missing:
+    raise UserError(
+        f"config.parts selects {missing}, but the config has no settings "
+        f"for {['config.' + p for p in missing]}; this config offers "
+        f"{[p for p in PARTS if p in c]}.")
+  config_lib.check_study(c, PARTS, _PART_LISTS)
+  for part, key in _KIND_LISTS.items():
+    if part in c.parts:
+      unknown = sorted(set(c[part].kinds) - set(masks.MASK_KINDS))
+      if unknown:
+        raise UserError(f"config.{key} has unknown mask kinds {unknown}; "
+                        f"valid: {list(masks.MASK_KINDS)}.")
+
+
 def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
   """Every run of the selected parts for every config point."""
   specs = []
   for c in configs:
-    config_lib.check_study(c, PARTS, _PART_LISTS)
+    _check_parts(c)
     if "alg1" in c.parts or "table2" in c.parts:
       config_lib.check_count(c, "alg1.repeats")
     for seed in range(c.seed, c.seed + c.num_seeds):
@@ -154,6 +205,110 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
         getattr(planner, part)()
       specs += planner.specs
   return specs
+
+
+# ------------------------------------------------------------------ configs
+
+KINDS = ["true", "random", "false"]
+TABLE2_METHODS = ["fitnet", "crd", "rkd", "pkt", "sp", "dkd"]
+
+# Each part's settings, full (``quick=False``) or a smoke run of the part
+# (``quick=True``); the grids are ntdh_digits.py's.
+PART_SETTINGS: dict[str, Callable[[bool], dict]] = {
+    "weights": lambda quick: dict(
+        alphas=[0.0, 1.0, 4.0] if quick else [0.0, 0.5, 1.0, 2.0, 4.0],
+        betas=[0.0, 1.0, 8.0] if quick else [0.0, 0.5, 1.0, 2.0, 4.0, 8.0],
+        fixed_alpha=1.0, fixed_beta=1.0),
+    "alg1": lambda quick: dict(
+        distance="ncjsd", repeats=3 if quick else 10,
+        # One permutation per repeat shared by all pixels: M sorts, not
+        # M·pixels; each pixel's estimate is unchanged in distribution.
+        permutations="shared", kinds=list(KINDS),
+        ratios=[0.25, 0.5, 0.75] if quick else [0.1, 0.25, 0.5, 0.75, 0.9]),
+    "table2": lambda quick: dict(
+        methods=list(TABLE2_METHODS), kinds=list(KINDS),
+        ratios=[0.5] if quick else [0.25, 0.5, 0.75],
+        # DKD's own defaults, as its paper sets them.
+        dkd_alpha=1.0, dkd_beta=8.0),
+    "alg2": lambda quick: dict(
+        kinds=list(KINDS),
+        ratios=[0.25, 0.75] if quick else [0.1, 0.25, 0.5, 0.75, 0.9]),
+}
+
+
+def study_config(*, data: Mapping, model: Mapping, train: Mapping,
+                 parts: Sequence[str], part: str = "all", quick: bool = False,
+                 teacher_model: Mapping | None = None, quick_epochs: int = 2,
+                 eval_batch_size: int = 256,
+                 fig12_images: int = 0) -> ml_collections.ConfigDict:
+  """The config of an NTDH study on one paired source.
+
+  Args:
+    data: the source's config, normalised (every option present, so
+      ``--config.data.KEY`` can set any of them).
+    model: the student network; ``teacher_model`` the teacher's (default:
+      the same architecture).
+    train: ``optimizer``, ``lr``, ``momentum``, ``batch_size``, ``epochs``
+      (one evaluation, at the end).
+    parts: the parts this study offers, each a key of ``PART_SETTINGS``;
+      the config holds the settings of these only.
+    part: ``"all"`` or one of ``parts`` (the ``:arg`` variant).
+    quick: 2 seeds, ``quick_epochs`` epochs and each part's smoke grid
+      (``PART_SETTINGS``); else 5 seeds and the full grids.
+    eval_batch_size: test examples per evaluation batch (smaller for
+      per-pixel outputs, whose activations are per pixel).
+    fig12_images: test images in Fig. 12 (per-pixel NCJSD; segmentation
+      only), 0 = no Fig. 12.
+
+  Returns:
+    The study's ``ConfigDict``: CE + KL at T = 4 with weight 1, additive
+    (as the digits study), seeds from 0.
+  """
+  unknown = sorted(set(parts) - set(PART_SETTINGS))
+  if unknown:
+    raise ValueError(f"study_config: unknown parts {unknown}; valid: "
+                     f"{list(PART_SETTINGS)}.")
+  if part != "all" and part not in parts:
+    raise ValueError(f"Config argument part={part!r}: this study's parts are "
+                     f"{list(parts)} (or 'all').")
+  c = ml_collections.ConfigDict()
+  c.experiment = "ntdh_real"
+  c.parts = list(parts) if part == "all" else [part]
+  c.seed = 0
+  c.num_seeds = 2 if quick else 5
+  c.data = ml_collections.ConfigDict(dict(data))
+  c.teacher_model = ml_collections.ConfigDict(dict(teacher_model or model))
+  c.model = ml_collections.ConfigDict(dict(model))
+  epochs = quick_epochs if quick else train["epochs"]
+  c.train = ml_collections.ConfigDict(dict(
+      optimizer=train["optimizer"], lr=train["lr"],
+      momentum=train["momentum"], batch_size=train["batch_size"],
+      epochs=epochs, eval_every=epochs, eval_batch_size=eval_batch_size))
+  c.temperature = 4.0
+  c.kd_weight = 1.0
+  c.kd_form = "additive"
+  for name in parts:
+    c[name] = ml_collections.ConfigDict(PART_SETTINGS[name](quick))
+  if fig12_images:
+    c.fig12 = ml_collections.ConfigDict(dict(images=fig12_images))
+  return c
+
+
+def prepared_study(arg: str | None, dataset: str,
+                   **settings) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of a study on the prepared ``dataset``.
+
+  ``arg``: ``[PART][,quick][,data_dir=DIR][,config=NAME]`` — a part of
+  ``settings["parts"]`` or ``all`` (default), the quick variant, where
+  ``ntdh-data prepare`` wrote the dataset (default: TFDS's data dir) and its
+  builder config (default: the builder's first). ``settings``: the rest of
+  ``study_config``'s arguments.
+  """
+  a = config_lib.parse_arg(arg, part="all", quick=False, data_dir="",
+                           config="")
+  data = data_lib.normalise({"name": dataset, "data_dir": a.data_dir or None,
+                             "config": a.config or None})
+  return study_config(data=data, part=a.part, quick=a.quick, **settings)
 
 
 def _report(rows, config, workdir):
