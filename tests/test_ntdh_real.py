@@ -12,6 +12,7 @@ from ntdh_jax import experiments
 from ntdh_jax.errors import UserError
 from ntdh_jax.experiments import ntdh_real
 from ntdh_jax.experiments import ntdh_real_report as report
+from ntdh_jax.train import objectives
 from ntdh_jax.train import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,11 +39,30 @@ def test_plan_shares_teachers_between_parts():
   assert len({s.signature for s in unique.values()}) == 11
 
 
+def test_table2_logits_wiring_plans_the_authors_train_kd():
+  """``table2.wiring=logits``: the five feature methods on logits with the
+  authors' weights at T = 1; DKD and every other part unchanged."""
+  features = {s.run_id: s for s in _plan("quick")}
+  logits = {s.run_id: s for s in _plan("quick", ["table2.wiring=logits"])}
+  moved = [s for i, s in logits.items() if i not in features]
+  assert {s.tags_dict["method"] for s in moved} == {
+      "fitnet", "crd", "rkd", "pkt", "sp"}
+  assert len(moved) == 2 * 5 * 4  # seeds × methods × (w/o mask + 3 kinds)
+  for s in moved:
+    assert s.static_dict["feature_wiring"] == "logits"
+    want = objectives.AUTHORS_LOGIT_HPARAMS[s.tags_dict["method"]]
+    assert {k: s.hparams_dict[k] for k in want} == want
+
+
 @pytest.mark.parametrize("override, message", [
     ("parts=weights,fig3", r"unknown parts \['fig3'\]"),
     ("table2.methods=", r"config.table2.methods must be a non-empty list"),
     ("alg1.repeats=0", r"config.alg1.repeats must be an integer >= 1"),
     ("weights.betas=-1", r"weights.betas .* >= 0, got -1"),
+    ("table2.wiring=logit", r"config.table2.wiring must be one of "
+     r"\['features', 'logits'\], got 'logit'"),
+    ("alg1.importance_form=authors", r"config.alg1.importance_form must be "
+     r"one of \['paper', 'reference_code'\]"),
 ])
 def test_bad_configs_are_refused_before_the_workdir_exists(tmp_path, override,
                                                            message):
@@ -73,6 +93,8 @@ def test_tiny_study_writes_report_tables_and_figures(tiny):
     assert (workdir / name).exists()
   assert text.count("reproduced** —") == 4  # Fig. 7, Fig. 9 ×2, Table II
   table = text[text.index("### Table II"):]
+  assert ("penultimate features (their papers' wiring; "
+          "`table2.wiring=features`)") in table
   rows = [line for line in table.splitlines() if line.startswith("| dkd")]
   # DKD's w/o-mask cell is the Fig. 7 run at (1, 8), found by what it is.
   assert len(rows) == 1 and "–" not in rows[0]

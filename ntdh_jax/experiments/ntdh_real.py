@@ -48,7 +48,9 @@ from ntdh_jax import data as data_lib
 from ntdh_jax import experiments
 from ntdh_jax import masks
 from ntdh_jax.errors import UserError
+from ntdh_jax.train import objectives
 from ntdh_jax.train import stages
+from ntdh_jax.train.stages import joint
 from ntdh_jax.train.program import RunSpec
 
 PARTS = ("weights", "alg1", "table2", "alg2")
@@ -60,6 +62,11 @@ _PART_LISTS = {"weights": ("weights.alphas", "weights.betas"),
 # Mask kinds each part reads, checked by name before any run is planned.
 _KIND_LISTS = {"alg1": "alg1.kinds", "table2": "table2.kinds",
                "alg2": "alg2.kinds"}
+# Switches: (the parts that read it, section, key, valid values); masked
+# teachers (alg1, table2) read Algorithm 1's settings.
+_CHOICES = ((("alg1", "table2"), "alg1", "importance_form",
+             tuple(joint.IMPORTANCE_FORMS)),
+            (("table2",), "table2", "wiring", tuple(objectives.WIRINGS)))
 
 
 class _Planner:
@@ -92,10 +99,11 @@ class _Planner:
     return spec
 
   def student(self, distill, teacher, hparams=None, keys=None,
-              sample_mask="none", **tags) -> RunSpec:
+              sample_mask="none", feature_wiring="features",
+              **tags) -> RunSpec:
     static = {**self.static, "teacher_model": self.c.teacher_model.to_dict(),
               "distill": distill, "kd_form": self.c.kd_form,
-              "sample_mask": sample_mask}
+              "sample_mask": sample_mask, "feature_wiring": feature_wiring}
     hp = dict(self.optim)
     if teacher is not None:
       hp.update(temperature=self.c.temperature, kd_weight=self.c.kd_weight)
@@ -114,7 +122,9 @@ class _Planner:
                     "teacher_model": self.c.teacher_model.to_dict(),
                     "joint_distance": a.distance,
                     "importance_repeats": a.repeats,
-                    "importance_permutations": a.permutations},
+                    "importance_permutations": a.permutations,
+                    "importance_form": a.importance_form,
+                    "importance_first_layer": a.first_layer},
           self.optim, {}, role="joint", part="alg1")
     if (kind, ratio) not in self._masked:
       self._masked[kind, ratio] = self.add(
@@ -148,17 +158,20 @@ class _Planner:
   def table2(self):
     t = self.c.table2
     for method in t.methods:
-      hparams, keys = {}, {}
+      hparams, keys, wiring = {}, {}, "features"
       if method == "dkd":  # DKD's own defaults, as its paper sets them
         hparams = {"alpha": t.dkd_alpha, "beta": t.dkd_beta}
         keys = {"alpha": "table2.dkd_alpha", "beta": "table2.dkd_beta"}
-      self.student(method, self.teacher, hparams, keys, role="kd",
-                   part="table2", method=method, kind="none", ratio=0.0)
-      for kind in t.kinds:
-        for ratio in t.ratios:
-          self.student(method, self.masked_teacher(kind, ratio, "table2"),
-                       hparams, keys, role="kd", part="table2",
-                       method=method, kind=kind, ratio=ratio)
+      elif t.wiring == "logits":  # the authors' train_kd, their weights
+        hparams, wiring = objectives.AUTHORS_LOGIT_HPARAMS[method], "logits"
+        keys = dict.fromkeys(hparams, "table2.wiring (the authors' values)")
+      for kind, ratio in [("none", 0.0)] + [(k, r) for k in t.kinds
+                                            for r in t.ratios]:
+        teacher = (self.teacher if kind == "none"
+                   else self.masked_teacher(kind, ratio, "table2"))
+        self.student(method, teacher, hparams, keys,
+                     feature_wiring=wiring, role="kd", part="table2",
+                     method=method, kind=kind, ratio=ratio)
 
 
   def alg2(self):
@@ -184,6 +197,10 @@ def _check_parts(c: ml_collections.ConfigDict) -> None:
         f"for {['config.' + p for p in missing]}; this config offers "
         f"{[p for p in PARTS if p in c]}.")
   config_lib.check_study(c, PARTS, _PART_LISTS)
+  for readers, section, key, options in _CHOICES:
+    if set(readers) & set(c.parts) and c[section][key] not in options:
+      raise UserError(f"config.{section}.{key} must be one of "
+                      f"{list(options)}, got {c[section][key]!r}.")
   for part, key in _KIND_LISTS.items():
     if part in c.parts:
       unknown = sorted(set(c[part].kinds) - set(masks.MASK_KINDS))
@@ -223,11 +240,22 @@ PART_SETTINGS: dict[str, Callable[[bool], dict]] = {
         distance="ncjsd", repeats=3 if quick else 10,
         # One permutation per repeat shared by all pixels: M sorts, not
         # M·pixels; each pixel's estimate is unchanged in distribution.
-        permutations="shared", kinds=list(KINDS),
+        permutations="shared",
+        # The importance score: "paper" (textbook NCJSD) or "reference_code"
+        # (the authors' ½[KL(M‖P) + KL(M‖Q)]).
+        importance_form="paper",
+        # An MLP teacher (mnist_fc) is scored from its first pre-activation,
+        # a rank-K update per pixel (same numbers up to float32 rounding);
+        # other teachers ignore it.
+        first_layer=True, kinds=list(KINDS),
         ratios=[0.25, 0.5, 0.75] if quick else [0.1, 0.25, 0.5, 0.75, 0.9]),
     "table2": lambda quick: dict(
         methods=list(TABLE2_METHODS), kinds=list(KINDS),
         ratios=[0.5] if quick else [0.25, 0.5, 0.75],
+        # How FitNet/CRD/RKD/PKT/SP are wired: "features" (penultimate
+        # features, the methods' own papers) or "logits" (the authors'
+        # train_kd: on logits, plus KL, their weights).
+        wiring="features",
         # DKD's own defaults, as its paper sets them.
         dkd_alpha=1.0, dkd_beta=8.0),
     "alg2": lambda quick: dict(

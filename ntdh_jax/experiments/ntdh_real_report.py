@@ -300,8 +300,7 @@ def _table2(rows, config, out, score) -> list[str]:
              f"{score.name} (%)\n")
   out.append("T / R / F: the teacher retrained on its input masked by the "
              "true / random / false mask at that ratio (Algorithm 1), the "
-             "student distilled from it. Feature methods act on the "
-             "penultimate features (their papers' wiring); DKD at "
+             f"student distilled from it. {_WIRING[t.wiring]}; DKD at "
              f"α = {t.dkd_alpha}, β = {t.dkd_beta}.\n")
   out.append(tables.markdown(header, lines))
   if not wins:
@@ -311,6 +310,15 @@ def _table2(rows, config, out, score) -> list[str]:
                    f"{name}: a true mask beats no mask for "
                    f"{len(helped)} of {len(wins)} methods "
                    f"({', '.join(helped) or 'none'}).", "table")]
+
+
+# What Table II's caption says of each table2.wiring.
+_WIRING = {
+    "features": "Feature methods act on the penultimate features (their "
+                "papers' wiring; `table2.wiring=features`)",
+    "logits": "Feature methods act on the logits, plus KL at T = 1, with the "
+              "authors' weights (their code's train_kd; "
+              "`table2.wiring=logits`)"}
 
 
 # --------------------------------------------------------------- Alg. 2
