@@ -6,8 +6,11 @@
 Arguments (``:arg``): a part — ``fig3``, ``weights``, ``alg1``, ``alg2`` or
 ``all`` (default) — and/or ``quick`` (3 seeds, fewer grid points, a fifth of
 the epochs and the tuned preset only: a smoke run of every part in about three
-minutes), e.g. ``:fig3,quick``; ``mfh`` runs
-Fig. 3 on MFH's Gaussian family with linear classifiers instead.
+minutes), e.g. ``:fig3,quick``; ``tiny`` (``quick`` cut to 1 seed, 1 epoch
+and two points per grid: every stage, figure and verdict runs, for smoke
+tests and notebook 01 under the test suite; its numbers are noise);
+``mfh`` runs Fig. 3 on MFH's Gaussian family with linear classifiers
+instead.
 
 Presets (each runs the parts listed in its ``parts``; the report shows both):
 
@@ -43,18 +46,20 @@ def _presets(quick: bool) -> dict:
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, part="all", quick=False, mfh=False)
+  arg = config_lib.parse_arg(arg, part="all", quick=False, tiny=False,
+                             mfh=False)
+  quick = arg.quick or arg.tiny  # tiny cuts quick's study further, below
   c = ml_collections.ConfigDict()
   c.experiment = "ntdh_synthetic"
   c.parts = list(ALL_PARTS) if arg.part == "all" else [arg.part]
   c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
-  c.num_seeds = 3 if arg.quick else 10
-  c.presets = ml_collections.ConfigDict(_presets(arg.quick))
+  c.num_seeds = 3 if quick else 10
+  c.presets = ml_collections.ConfigDict(_presets(quick))
 
   c.data = ml_collections.ConfigDict({"name": "ntdh", "random_state": 42})
   c.model = ml_collections.ConfigDict({"name": "mlp", "hidden": [16, 16],
                                        "init_scheme": "torch"})
-  c.gaps = [0.0, 0.5, 1.0] if arg.quick else [0.0, 0.25, 0.5, 0.75, 1.0]
+  c.gaps = [0.0, 0.5, 1.0] if quick else [0.0, 0.25, 0.5, 0.75, 1.0]
   c.temperature = 1.0
   c.kd_weight = 1.0
   c.kd_form = "additive"
@@ -62,14 +67,14 @@ def get_config(arg=None):
   c.weights = ml_collections.ConfigDict()
   c.weights.fixed_alpha = 1.0
   c.weights.fixed_beta = 1.0
-  grid = [0.0, 1.0, 4.0] if arg.quick else [0.0, 0.5, 1.0, 2.0, 4.0]
+  grid = [0.0, 1.0, 4.0] if quick else [0.0, 0.5, 1.0, 2.0, 4.0]
   c.weights.alphas = list(grid)
   c.weights.betas = list(grid)
 
   c.alg1 = ml_collections.ConfigDict()
   c.alg1.gaps = [0.5, 0.0]
   c.alg1.kinds = ["true", "random", "false"]
-  c.alg1.ratios = [0.3, 0.6, 0.9] if arg.quick else [
+  c.alg1.ratios = [0.3, 0.6, 0.9] if quick else [
       0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
   c.alg1.distance = "ncjsd"
   c.alg1.repeats = 10
@@ -82,9 +87,16 @@ def get_config(arg=None):
   c.alg2 = ml_collections.ConfigDict()
   c.alg2.gaps = [0.5]
   c.alg2.kinds = ["true", "random", "false"]
-  c.alg2.ratios = [0.0, 0.3, 0.6, 0.9] if arg.quick else [
+  c.alg2.ratios = [0.0, 0.3, 0.6, 0.9] if quick else [
       0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
+  if arg.tiny:
+    c.num_seeds = 1
+    c.presets.tuned.update(epochs=1, eval_every=1)
+    c.gaps = [0.0, 1.0]
+    c.weights.update(alphas=[0.0, 1.0], betas=[0.0, 1.0])
+    c.alg1.update(gaps=[0.5], ratios=[0.5], repeats=1)
+    c.alg2.ratios = [0.0, 0.5]
   if arg.mfh:
     # MFH (Xue et al.): linear classifiers on 2-class Gaussian data, SGD lr
     # 0.1 for 1000 full-batch epochs, KD at T = 0.7 (their gauss/main.py).
@@ -96,7 +108,7 @@ def get_config(arg=None):
     c.gaps = [0, 2, 4, 6, 8, 10]  # shared decisive features o
     c.presets = ml_collections.ConfigDict({"mfh": dict(
         optimizer="sgd", lr=0.1, momentum=0.0, batch_size=0,
-        epochs=200 if arg.quick else 1000, eval_every=20 if arg.quick else 100,
+        epochs=200 if quick else 1000, eval_every=20 if quick else 100,
         parts=["fig3"])})
     c.temperature = 0.7
   return c
