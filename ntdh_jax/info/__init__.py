@@ -1,0 +1,43 @@
+"""Mutual-information estimators for the Cross-modal Complementarity
+Hypothesis (CCH: KD from modality 1 helps a student on modality 2 when
+I(H₁; H₂) > I(H₂; Y)). Pure JAX, nats by default, ``base=2`` for bits.
+
+Modules, each named for what it holds:
+
+* ``gaussian`` — closed forms: ``gaussian_mi(cov, idx_a, idx_b)`` =
+  ½ log(det Σ_AA det Σ_BB / det Σ_[A,B]) and ``correlation_mi(rho)`` =
+  −½ log(1 − ρ²), the truths the estimators are tested against.
+* ``ksg`` — k-nearest-neighbour estimators: ``ksg(x, y, k=3)`` (Kraskov,
+  Stögbauer & Grassberger 2004, algorithm 1) and ``ksg_discrete(x, labels,
+  k=3)`` (Ross 2014, continuous x and class labels), blockwise so N =
+  20,000 fits in bounded memory; point-wise and mean MI.
+* ``neural`` — MINE (Donsker–Varadhan with the moving-average gradient
+  correction) and InfoNCE with small Flax critics, trained as ``Program``s.
+* ``latent`` — latent MI (LMI): paired cross-reconstructing autoencoders to
+  8-d latents, KSG on the held-out half.
+* ``units`` — the nats → base conversion all of them share.
+
+The functions of ``gaussian`` and ``ksg`` are importable from here
+(``ntdh_jax.info.ksg`` is then the function; the module's other names come
+with ``from ntdh_jax.info.ksg import KSGResult``). ``neural`` and ``latent``
+load on first use (``from ntdh_jax.info import neural`` or
+``ntdh_jax.info.neural``), so the closed forms and KSG import without Flax,
+optax and the training engine.
+"""
+
+import importlib
+
+from ntdh_jax.info.gaussian import correlation_mi, gaussian_mi
+from ntdh_jax.info.ksg import KSGResult, ksg, ksg_discrete
+from ntdh_jax.info.units import in_base
+
+_LAZY_MODULES = ("neural", "latent")
+
+__all__ = ["KSGResult", "correlation_mi", "gaussian_mi", "in_base", "ksg",
+           "ksg_discrete", *_LAZY_MODULES]
+
+
+def __getattr__(name):
+  if name in _LAZY_MODULES:
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
