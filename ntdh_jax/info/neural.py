@@ -262,7 +262,7 @@ def default_hparams(config: Config) -> dict[str, jax.Array]:
 def _check_config(config) -> None:
   validation.check_type(config, (MineConfig, InfoNCEConfig), "config",
                         "a MineConfig or an InfoNCEConfig")
-  if (not isinstance(config.hidden, tuple) or not config.hidden):
+  if not isinstance(config.hidden, tuple) or not config.hidden:
     raise ValueError(f"hidden must be a non-empty tuple of widths, got "
                      f"{config.hidden!r}.")
   for width in config.hidden:
@@ -294,8 +294,8 @@ def split_sizes(n: int, holdout: float) -> tuple[int, int]:
 
 def min_rows(config: Config) -> int:
   """The fewest rows a run accepts: the training split must fill a batch,
-  and the held-out split must hold one InfoNCE chunk of K rows (MINE: two
-  rows, so a product pair exists)."""
+  and the held-out split must hold one InfoNCE chunk of K rows (MINE:
+  ``heldout_shifts + 1`` rows, so no shift pairs a row with its own y)."""
   need_held = (config.heldout_shifts + 1 if isinstance(config, MineConfig)
                else config.batch_size)
   n = 2
