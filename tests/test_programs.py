@@ -581,6 +581,9 @@ def test_teacher_and_student_start_from_the_same_weights():
     ("joint", {"joint_distance": "l1"}, "joint_distance"),
     ("joint", {"importance_form": "authors"}, "importance_form"),
     ("joint", {"importance_first_layer": 1}, "importance_first_layer"),
+    ("joint", {"importance_first_layer": True,
+               "teacher_model": {"name": "mlp", "hidden": []}},
+     r"importance_first_layer=True needs a teacher that begins with a Dense"),
 ))
 def test_bad_static_config_raises(stage, changes, match):
   """A bad static value is a ValueError naming its key, at build time."""

@@ -244,10 +244,10 @@ PART_SETTINGS: dict[str, Callable[[bool], dict]] = {
         # The importance score: "paper" (textbook NCJSD) or "reference_code"
         # (the authors' ½[KL(M‖P) + KL(M‖Q)]).
         importance_form="paper",
-        # An MLP teacher (mnist_fc) is scored from its first pre-activation,
-        # a rank-K update per pixel (same numbers up to float32 rounding);
-        # other teachers ignore it.
-        first_layer=True, kinds=list(KINDS),
+        # True scores an MLP teacher (mnist_fc) from its first
+        # pre-activation, a rank-K update per pixel (same numbers up to
+        # float32 rounding); the joint stage refuses it for other teachers.
+        first_layer=False, kinds=list(KINDS),
         ratios=[0.25, 0.5, 0.75] if quick else [0.1, 0.25, 0.5, 0.75, 0.9]),
     "table2": lambda quick: dict(
         methods=list(TABLE2_METHODS), kinds=list(KINDS),

@@ -50,6 +50,8 @@ def get_config(arg=None):
       parts=["weights", "alg1", "table2"], part=arg.part,
       quick=arg.quick or arg.tiny,  # tiny shrinks quick's study further
       quick_epochs=5, eval_batch_size=512)
+  # Algorithm 1 scores the MLP teacher from its first pre-activation.
+  c.alg1.first_layer = True
   if arg.tiny:
     c.num_seeds = 1
     c.train.update(epochs=1, eval_every=1)

@@ -32,8 +32,11 @@ from ntdh_jax.experiments import ntdh_real
 
 
 def get_config(arg=None):
-  return ntdh_real.prepared_study(
+  c = ntdh_real.prepared_study(
       arg, "mnist_pair", parts=["weights", "alg1", "table2"],
       model={"name": "mnist_fc", "hidden": [1024, 256]},
       train=dict(optimizer="sgd", lr=1e-2, momentum=0.9, batch_size=128,
                  epochs=50))
+  # Algorithm 1 scores the MLP teacher from its first pre-activation.
+  c.alg1.first_layer = True
+  return c

@@ -50,8 +50,8 @@ class JointConfig(common.StageConfig):
       where the teacher begins with a Dense layer on its flattened input
       (``mlp``, ``mnist_fc`` with hidden layers): ``x W + b`` once, then a
       rank-K update per (repeat, feature) instead of a permuted copy of the
-      input (``masks.permutation_importance(first_layer=...)``). Other
-      teachers are scored from their input as without it. Equal to the
+      input (``masks.permutation_importance(first_layer=...)``); another
+      teacher is refused at build time. Equal to the
       default up to float32 rounding, not bit for bit, so off by default
       (the synthetic study's recorded results are bit for bit).
     teacher_model: the teacher network's config (default: ``model``).
@@ -99,6 +99,11 @@ def make(c: JointConfig) -> Program:
   spec = data.spec
   student = common.network(c.model, spec)
   teacher = common.network(c.teacher_model, spec)
+  if c.importance_first_layer and not teacher.has_first_layer:
+    raise ValueError(
+        "importance_first_layer=True needs a teacher that begins with a Dense "
+        "layer on its flattened input (mlp or mnist_fc with hidden layers), "
+        f"got teacher_model {dict(c.teacher_model)}.")
   tx, opt_init = common.make_optimizer(c.optimizer)
   segments = c.epochs // c.eval_every
   n = data.n_train
@@ -196,8 +201,7 @@ def make(c: JointConfig) -> Program:
 
     s_logits = common.batched_map(student_logits, n, c.eval_batch_size)
     x_teacher = data.input(v.teacher_train, "teacher", hparams, eval_key)
-    first_layer = (teacher.first_layer(t_vars)
-                   if c.importance_first_layer and teacher.has_first_layer
+    first_layer = (teacher.first_layer(t_vars) if c.importance_first_layer
                    else None)
 
     def score(x_rows, rows):
