@@ -262,12 +262,13 @@ def test_bad_input_names_the_argument(estimator):
     fn(x, y[:-1], key)
   with pytest.raises(ValueError, match=f"{first} has N = 3 rows"):
     fn(x[:3], y[:3], key)
-  with pytest.raises(ValueError, match=f"{second} must be finite; it has 1 "
-                     "non-finite"):
+  with pytest.raises(ValueError, match=f"{second} must be finite in float32 "
+                     r".* it holds 1 non-finite entries, the first at row 5"):
     fn(x, np.where(np.arange(600)[:, None] == 5, np.nan, y), key)
-  with pytest.raises(ValueError, match=f"{first} must have a column that "
-                     "varies"):
-    fn(np.ones_like(x), y, key)
+  # One constant column among varying ones is refused, as KSG refuses it.
+  with pytest.raises(ValueError, match=f"{first} must have no constant "
+                     "column .* column 1 is constant"):
+    fn(np.c_[x, np.ones(600, np.float32)], y, key)
   with pytest.raises(ValueError, match=f"{first} must have rank 1 or 2"):
     fn(x[:, :, None], y, key)
   with pytest.raises(TypeError, match=f"{second} must be a floating array"):
@@ -296,5 +297,6 @@ def test_traced_non_finite_input_raises_under_checked():
   x, y = _gaussian(64, RHO, seed=0)
   x[3, 0] = np.inf
   estimate = ntdh_jax.checked(jax.jit(neural.make_estimator(TINY)))
-  with pytest.raises(ValueError, match="x must be finite; it has 1"):
+  with pytest.raises(ValueError, match="x must be finite in float32 .* it "
+                     "holds 1"):
     estimate(neural.default_hparams(TINY), jax.random.PRNGKey(0), x, y)

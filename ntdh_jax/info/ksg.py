@@ -217,8 +217,14 @@ def _as_columns(v):
   return v[:, None] if v.ndim == 1 else v
 
 
-def _check_values(v, name: str) -> None:
-  """Finite in float32 and no constant column (module docstring)."""
+def check_values(v, name: str) -> None:
+  """Finite in float32 and no constant column (module docstring).
+
+  The value check of every sample-based estimator in ``ntdh_jax.info``
+  (``neural.check_pair`` calls it too), so all refuse the same input with
+  the same message: ``ValueError`` at once for concrete ``v``, a
+  ``checkify`` check under a trace.
+  """
   xp = np if validation.is_concrete(v) else jnp
   with np.errstate(over="ignore", invalid="ignore"):  # inf is the answer
     v = xp.asarray(v, xp.float32)
@@ -227,14 +233,14 @@ def _check_values(v, name: str) -> None:
   first = xp.argmax(xp.ravel(bad))
   validation.require(
       ~xp.any(bad),
-      f"{name} must be finite in float32 (KSG computes in float32); it holds "
-      "{} non-finite entries, the first at row {}, column {}.",
+      f"{name} must be finite in float32 (the estimators compute in float32); "
+      "it holds {} non-finite entries, the first at row {}, column {}.",
       xp.sum(bad), first // v.shape[1], first % v.shape[1])
   constant = xp.all(v == v[:1], axis=0)
   validation.require(
       ~xp.any(constant),
       f"{name} must have no constant column (a constant carries no "
-      "information, and KSG standardises each column by its spread): column "
+      "information, and each column is standardised by its spread): column "
       "{} is constant; drop it.", xp.argmax(constant))
 
 
@@ -322,8 +328,8 @@ def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
         f"{n} and {jnp.shape(y)[0]}.")
   _check_options(k, noise, key, block_size, base)
   _check_enough(n, k, "x")
-  _check_values(x, "x")
-  _check_values(y, "y")
+  check_values(x, "x")
+  check_values(y, "y")
   _warn_duplicates((x, y), "ksg(x, y)")
   pointwise = units.in_base(
       _ksg_nats(_as_columns(x), _as_columns(y), _key(key),
@@ -373,7 +379,7 @@ def ksg_discrete(x, labels, k: int = 3, *, base: Optional[float] = None,
   validation.check_integer(labels, "labels")
   _check_options(k, noise, key, block_size, base)
   _check_enough(n, k, "x")
-  _check_values(x, "x")
+  check_values(x, "x")
   xp = np if validation.is_concrete(labels) else jnp
   values = xp.asarray(labels)
   sizes = _class_sizes(xp, values)

@@ -11,8 +11,8 @@ I(Z_a; Z_b) with KSG (k = 3) on the rows the autoencoders did not train on.
 
 Procedure (``latentmi`` 0.1.3 unless marked *ours*):
 
-1. z-score every column over all rows (ddof 0; a constant column becomes
-   0) and clip to [−10, 10].
+1. z-score every column over all rows (ddof 0) and clip to [−10, 10]. A
+   constant column is refused (*ours*, as ``ksg`` and ``neural`` refuse it).
 2. Split the rows at random: ``int(N · (1 − holdout))`` train, the rest
    held out; ``holdout = 0.5``.
 3. Encoders E_a, E_b: Dense layers d → L → L/2 → L/4 → 8, LeakyReLU(0.2)
@@ -216,7 +216,7 @@ class PairedAutoencoders(nn.Module):
 
 
 def _prepare(x):
-  """Step 1: z-score (constant columns to 0) and clip to [−10, 10]."""
+  """Step 1: z-score (``neural.zscore``) and clip to [−10, 10]."""
   return jnp.clip(neural.zscore(x), -_CLIP, _CLIP)
 
 
@@ -375,7 +375,7 @@ def latent_mi(x_a, x_b, key: jax.Array, *, lr: float = 1e-4,
 
   Raises:
     ValueError: naming ``x_a`` or ``x_b``: different N, too few rows, a
-      non-finite entry, no varying column; or a bad option.
+      non-finite entry, a constant column; or a bad option.
   """
   config = LatentConfig(latent_dim, hidden, batch_size, epochs, patience,
                         holdout, dropout, k)

@@ -34,7 +34,8 @@ report the bound on the other split (the held-out rows), in nats.
 
 Inputs are z-scored per column over all rows before training (an invertible
 affine map per column, which leaves MI unchanged and conditions the
-critic); a constant column carries no information and becomes 0.
+critic). A constant column carries no information and is refused, as KSG
+refuses it (``check_pair``).
 
 **Splits.** A run draws a random permutation of the N rows from its key;
 the first ``int(N · (1 − holdout))`` rows train the critic, the rest (the
@@ -87,11 +88,11 @@ from typing import NamedTuple, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from ntdh_jax import validation
 from ntdh_jax.info import units
+from ntdh_jax.info.ksg import check_values
 from ntdh_jax.train.program import Program
 
 # fold_in tags: one independent stream per use of a run's key.
@@ -310,9 +311,10 @@ def check_pair(x, y, names: tuple[str, str], min_n: int):
   """Checks two floating ``[N]`` or ``[N, D]`` sample arrays of one N.
 
   Shape and dtype errors raise at once (``TypeError`` for a dtype,
-  ``ValueError`` otherwise, naming the argument); the value checks (finite
-  entries, a column that varies) raise when the values are concrete and are
-  ``checkify`` checks under a trace (see ``ntdh_jax.validation``).
+  ``ValueError`` otherwise, naming the argument); the value checks are
+  KSG's (``ntdh_jax.info.ksg.check_values``: finite in float32, no constant
+  column), raised when the values are concrete and ``checkify`` checks
+  under a trace (see ``ntdh_jax.validation``).
 
   Returns:
     ``x, y`` as ``[N, D]`` arrays (a ``[N]`` array becomes ``[N, 1]``).
@@ -335,24 +337,16 @@ def check_pair(x, y, names: tuple[str, str], min_n: int):
     raise ValueError(f"{names[0]} has N = {n_x} rows; this estimator needs "
                      f"N >= {min_n} with these options.")
   for name, a in zip(names, out):
-    # NumPy on concrete values so an eager call checks at once; in float32,
-    # the precision the estimators compute in (1e300 is not finite there).
-    xp = np if validation.is_concrete(a) else jnp
-    with np.errstate(over="ignore"):
-      v = xp.asarray(a, xp.float32)
-    validation.require(xp.all(xp.isfinite(v)),
-                       f"{name} must be finite; it has {{}} non-finite "
-                       "entries.", xp.sum(~xp.isfinite(v)))
-    validation.require(xp.any(v.max(axis=0) > v.min(axis=0)),
-                       f"{name} must have a column that varies; every column "
-                       "is constant.")
+    check_values(a, name)
   return out[0], out[1]
 
 
 def zscore(x: jax.Array) -> jax.Array:
   """``f[N, D] → f32[N, D]``: each column minus its mean over its standard
-  deviation (over the N rows, ddof 0); a constant column becomes 0 (tested
-  as max == min, since a rounded std of equal values need not be 0)."""
+  deviation (over the N rows, ddof 0). ``check_pair`` refuses a constant
+  column, but under ``jit`` without ``ntdh_jax.checked`` one still gets
+  here: it becomes 0 rather than NaN (tested as max == min, since a rounded
+  std of equal values need not be 0)."""
   x = x.astype(jnp.float32)
   varies = x.max(axis=0) > x.min(axis=0)
   std = jnp.where(varies, x.std(axis=0), 1.0)
@@ -566,7 +560,7 @@ def mine(x, y, key: jax.Array, *, lr: float = 1e-3, ema_rate: float = 0.01,
 
   Raises:
     ValueError: naming ``x`` or ``y``: different N, too few rows, a
-      non-finite entry, no varying column; or a bad option.
+      non-finite entry, a constant column; or a bad option.
   """
   config = MineConfig(tuple(hidden), steps, batch_size, holdout, num_segments,
                       heldout_shifts)
@@ -601,8 +595,8 @@ def infonce(x, y, key: jax.Array, *, lr: float = 1e-3,
 
   Raises:
     ValueError: naming ``x`` or ``y``: different N, too few rows (each split
-      needs ``batch_size`` rows), a non-finite entry, no varying column; or
-      a bad option.
+      needs ``batch_size`` rows), a non-finite entry, a constant column;
+      or a bad option.
   """
   config = InfoNCEConfig(tuple(hidden), embed, steps, batch_size, holdout,
                          num_segments)
