@@ -121,12 +121,10 @@ def _check_config(c: LatentConfig) -> None:
     if c.hidden % 4:
       raise ValueError(f"hidden must be divisible by 4 (the widths are L, "
                        f"L/2, L/4), got {c.hidden}.")
-  for name in ("holdout", "dropout"):
-    validation.check_scalar(getattr(c, name), name)
+  validation.check_scalar(c.holdout, "holdout")
   if not 0 < c.holdout < 1:
     raise ValueError(f"holdout must lie in (0, 1), got {c.holdout}.")
-  if not 0 <= c.dropout < 1:
-    raise ValueError(f"dropout must lie in [0, 1), got {c.dropout}.")
+  validation.check_fraction(c.dropout, "dropout")
 
 
 def min_rows(c: LatentConfig) -> int:
