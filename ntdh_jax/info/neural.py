@@ -528,6 +528,10 @@ def _compiled(config: Config):
 
 
 def _run(config, hparams, key, x, y, base) -> Estimate:
+  """``mine`` / ``infonce``: checks what both take, runs the compiled
+  estimator, converts to ``base``."""
+  _check_config(config)  # before min_rows, which loops on a bad holdout
+  validation.check_positive(hparams["lr"], "lr")
   validation.check_array(key, "key")
   units.check_base(base)
   check_pair(x, y, ("x", "y"), min_rows(config))
@@ -564,8 +568,6 @@ def mine(x, y, key: jax.Array, *, lr: float = 1e-3, ema_rate: float = 0.01,
   """
   config = MineConfig(tuple(hidden), steps, batch_size, holdout, num_segments,
                       heldout_shifts)
-  _check_config(config)
-  validation.check_positive(lr, "lr")
   validation.check_scalar(ema_rate, "ema_rate")
   if not 0 < ema_rate <= 1:
     raise ValueError(f"ema_rate must lie in (0, 1], got {ema_rate}.")
@@ -600,8 +602,6 @@ def infonce(x, y, key: jax.Array, *, lr: float = 1e-3,
   """
   config = InfoNCEConfig(tuple(hidden), embed, steps, batch_size, holdout,
                          num_segments)
-  _check_config(config)
-  validation.check_positive(lr, "lr")
   return _run(config, {"lr": lr}, key, x, y, base)
 
 
