@@ -114,6 +114,18 @@ def _score(rows, score: Score):
   return tables.stats(rows, score.key, 100)
 
 
+def _metrics(runs, score: Score) -> dict[str, tuple[float, float, int]]:
+  """``tables.stats`` of the score (in %), NCJSD and TCJSD over ``runs``."""
+  return {m: tables.stats(runs, m, 100 if m == score.key else 1)
+          for m in (score.key, "ncjsd", "tcjsd")}
+
+
+def _series(xs, st) -> tuple:
+  """A ``plots.band_panel`` series: ``(xs, means, stds)`` of ``tables.stats``
+  results ``st`` at ``xs``."""
+  return xs, [s[0] for s in st], [s[1] for s in st]
+
+
 def distilled(rows, method: str, kind: str = "none", ratio: float = 0.0,
               sample_mask: tuple[str, float] | None = None,
               **hp) -> list[dict]:
@@ -164,8 +176,7 @@ def _weights(rows, config, workdir, out, score) -> list[str]:
         [varied, f"student {score.name} (%)", "NCJSD", "seeds"],
         [[v, tables.fmt(*s), tables.fmt(*n, digits=3), s[2]]
          for v, s, n in zip(values, st, nc)]))
-    panels.append(dict(series={"KD student": (values, [s[0] for s in st],
-                                              [s[1] for s in st])},
+    panels.append(dict(series={"KD student": _series(values, st)},
                        xlabel=varied, ylabel=f"student test {score.name} (%)",
                        title=f"{varied} varied ({other} = {held})"))
     if varied == "beta" and len(values) > 1:
@@ -187,26 +198,19 @@ def _weights(rows, config, workdir, out, score) -> list[str]:
 # --------------------------------------------------------------- Alg. 1
 
 def _alg1(rows, config, workdir, out, score) -> list[str]:
-  a = config.alg1
   teachers = tables.select(rows, "teacher", role="masked_teacher")
-  ratios = sorted(a.ratios)
-  lines, acc, nc, mean = [], {}, {}, {}
-  for kind in a.kinds:
-    st = {m: [tables.stats(distilled(rows, "kl", kind, x), m,
-                           100 if m == score.key else 1) for x in ratios]
-          for m in (score.key, "ncjsd", "tcjsd")}
-    t_acc = [_score([r for r in teachers if r["tag.kind"] == kind
-                     and r["tag.ratio"] == x], score) for x in ratios]
-    for i, x in enumerate(ratios):
-      lines.append([kind, x, tables.fmt(*t_acc[i]),
-                    tables.fmt(*st[score.key][i]),
-                    tables.fmt(*st["ncjsd"][i], digits=3),
-                    tables.fmt(*st["tcjsd"][i], digits=3)])
-    acc[kind] = (ratios, [s[0] for s in st[score.key]],
-                 [s[1] for s in st[score.key]])
-    nc[kind] = (ratios, [s[0] for s in st["ncjsd"]],
-                [s[1] for s in st["ncjsd"]])
-    mean[kind] = (float(np.mean(acc[kind][1])), float(np.mean(nc[kind][1])))
+  ratios = sorted(config.alg1.ratios)
+  lines, acc, nc = [], {}, {}
+  for kind in config.alg1.kinds:
+    st = [_metrics(distilled(rows, "kl", kind, x), score) for x in ratios]
+    for x, s in zip(ratios, st):
+      t_acc = _score([r for r in teachers if r["tag.kind"] == kind
+                      and r["tag.ratio"] == x], score)
+      lines.append([kind, x, tables.fmt(*t_acc), tables.fmt(*s[score.key]),
+                    tables.fmt(*s["ncjsd"], digits=3),
+                    tables.fmt(*s["tcjsd"], digits=3)])
+    acc[kind] = _series(ratios, [s[score.key] for s in st])
+    nc[kind] = _series(ratios, [s["ncjsd"] for s in st])
   out.append("\n### Algorithm 1 (Fig. 9): teacher input masked by pixel "
              "importance, KD student\n")
   out.append(tables.markdown(
@@ -219,10 +223,11 @@ def _alg1(rows, config, workdir, out, score) -> list[str]:
         dict(series=nc, xlabel="mask ratio", ylabel="teacher–student NCJSD",
              title="NCJSD")]], suptitle="Algorithm 1")
   out.append(f"\n![alg1]({os.path.basename(path)})\n")
-  if set(mean) != set(KINDS):
+  if set(acc) != set(KINDS):
     return []
-  a = {k: mean[k][0] for k in KINDS}
-  n = {k: mean[k][1] for k in KINDS}
+  # Mean over the ratios.
+  a = {k: float(np.mean(acc[k][1])) for k in KINDS}
+  n = {k: float(np.mean(nc[k][1])) for k in KINDS}
   return [
       _verdict(a["true"] > a["random"] > a["false"],
                f"Fig. 9: student {score.name} true > random > false mask "
@@ -324,30 +329,26 @@ _WIRING = {
 # --------------------------------------------------------------- Alg. 2
 
 def _alg2(rows, config, workdir, out, score) -> list[str]:
-  a = config.alg2
-  ratios = sorted(a.ratios)
-  metrics = (score.key, "ncjsd", "tcjsd")
-  scale = lambda m: 100 if m == score.key else 1
-  plain = {m: tables.stats(distilled(rows, "kl"), m, scale(m))
-           for m in metrics}
+  ratios = sorted(config.alg2.ratios)
+  plain = _metrics(distilled(rows, "kl"), score)
   no_kd = _score(tables.select(rows, "student", role="no_kd"), score)
+
+  def line(name, x, s):
+    return [name, x, tables.fmt(*s[score.key]),
+            tables.fmt(*s["ncjsd"], digits=3),
+            tables.fmt(*s["tcjsd"], digits=3)]
+
   lines = [["no KD", "–", tables.fmt(*no_kd), "–", "–"],
-           ["KD, no mask", 0.0] + [tables.fmt(*plain[m], digits=2 if m ==
-                                              score.key else 3)
-                                   for m in metrics]]
+           line("KD, no mask", 0.0, plain)]
   series, mean, best = {}, {}, {}
-  for kind in a.kinds:
-    st = {m: [tables.stats(distilled(rows, "kl", sample_mask=(kind, x)), m,
-                           scale(m)) for x in ratios] for m in metrics}
-    for i, x in enumerate(ratios):
-      lines.append([kind, x, tables.fmt(*st[score.key][i])]
-                   + [tables.fmt(*st[m][i], digits=3) for m in metrics[1:]])
-    means = [s[0] for s in st[score.key]]
-    series[kind] = (ratios, means, [s[1] for s in st[score.key]])
-    mean[kind] = float(np.mean(means))
-    best[kind] = max(zip(means, ratios))
-  series["KD, no mask"] = (ratios, [plain[score.key][0]] * len(ratios),
-                           [plain[score.key][1]] * len(ratios))
+  for kind in config.alg2.kinds:
+    st = [_metrics(distilled(rows, "kl", sample_mask=(kind, x)), score)
+          for x in ratios]
+    lines += [line(kind, x, s) for x, s in zip(ratios, st)]
+    series[kind] = _series(ratios, [s[score.key] for s in st])
+    mean[kind] = float(np.mean(series[kind][1]))
+    best[kind] = max(zip(series[kind][1], ratios))
+  series["KD, no mask"] = _series(ratios, [plain[score.key]] * len(ratios))
   out.append("\n### Algorithm 2 (Fig. 11): KD students whose distillation "
              "term leaves out the samples (pixels) of largest / random / "
              "smallest teacher–student NCJSD\n")
@@ -365,12 +366,11 @@ def _alg2(rows, config, workdir, out, score) -> list[str]:
   out.append(f"\n![alg2]({os.path.basename(path)})\n")
   verdicts = []
   if set(mean) == set(KINDS):
-    m = mean
     verdicts.append(_verdict(
-        m["true"] > m["random"] > m["false"],
+        mean["true"] > mean["random"] > mean["false"],
         f"Fig. 11: student {score.name} true > random > false sample mask "
-        f"(mean over ratios: {m['true']:.2f} / {m['random']:.2f} / "
-        f"{m['false']:.2f} %).", "fig11"))
+        f"(mean over ratios: {mean['true']:.2f} / {mean['random']:.2f} / "
+        f"{mean['false']:.2f} %).", "fig11"))
   if "true" in best:
     top, at = best["true"]
     verdicts.append(_verdict(
@@ -451,14 +451,16 @@ def ncjsd_maps(rows, config, workdir: str, images: int,
                                     x * t_out["feature_mask"])
     valid = data.valid(y)
     valid = jnp.ones(y.shape, bool) if valid is None else valid
+    xs = data.input(xs, "student", hp, key)
     ncjsd = [divergences.decompose(
         teacher_logits=t_logits,
-        student_logits=common.apply_eval(
-            s_net, v, data.input(xs, "student", hp, key))[0],
+        student_logits=common.apply_eval(s_net, v, xs)[0],
         labels=y, where=valid).ncjsd for v in s_vars]
     return x, valid, jnp.stack(ncjsd)
 
   y_test = np.asarray(views.y_test)
+  t_test, s_test = np.asarray(views.teacher_test), np.asarray(
+      views.student_test)
   n, size = len(y_test), config.train.eval_batch_size
   s_vars = [o["variables"] for o in outputs[1:]]
   # [edge, interior] × student × [NCJSD sum, pixels]
@@ -471,8 +473,7 @@ def ncjsd_maps(rows, config, workdir: str, images: int,
     idx = np.arange(first, min(first + size, n))
     new = idx >= start
     x, valid, ncjsd = jax.device_get(batch(
-        outputs[0], s_vars, np.asarray(views.teacher_test)[idx],
-        np.asarray(views.student_test)[idx], y_test[idx]))
+        outputs[0], s_vars, t_test[idx], s_test[idx], y_test[idx]))
     labels, valid, ncjsd = y_test[idx][new], valid[new], ncjsd[:, new]
     edges = object_edges(labels, valid)
     for i, where in enumerate((edges, valid & ~edges)):
