@@ -105,9 +105,8 @@ CLAIMS = {
 
 
 def _verdict(ok: bool, what: str, claim: str) -> str:
-  return (f"**{'reproduced' if ok else 'not reproduced'}** — {what} "
-          f"Paper (shape; its numbers are not available to us): "
-          f"{CLAIMS[claim]}.")
+  return (f"{tables.verdict(ok, what)} Paper (shape; its numbers are not "
+          f"available to us): {CLAIMS[claim]}.")
 
 
 def _score(rows, score: Score):

@@ -26,10 +26,6 @@ def _gap(row):
   return row.get("hp.gamma", row.get("hp.overlap"))
 
 
-def _verdict(ok: bool, what: str) -> str:
-  return f"**{'reproduced' if ok else 'not reproduced'}** — {what}"
-
-
 def _trend(x, y) -> float:
   """Pearson correlation of y with x (nan-free points only)."""
   pts = [(a, b) for a, b in zip(x, y) if not np.isnan(b)]
@@ -227,30 +223,31 @@ def write(rows, config, workdir) -> str:
     if f3:
       claims.append(
           f"- Fig. 3 ({preset}): *KD helps less as the domain gap γ grows* — "
-          + _verdict(f3["gain_trend"] < -0.5,
-                     f"Δ(KD − no KD) by {gap_axis[0].split()[0]}: "
-                     + ", ".join(f"{d:+.2f}" for d in f3["delta"])
-                     + " points (correlation with the gap "
-                     f"{f3['gain_trend']:+.2f}; reproduced if < −0.5)."))
+          + tables.verdict(f3["gain_trend"] < -0.5,
+                            f"Δ(KD − no KD) by {gap_axis[0].split()[0]}: "
+                            + ", ".join(f"{d:+.2f}" for d in f3["delta"])
+                            + " points (correlation with the gap "
+                            f"{f3['gain_trend']:+.2f}; reproduced if < −0.5)."))
     if f3 and f3["nc_trend"] is not None:
       claims.append(
           f"- Fig. 3 ({preset}): *the teacher–student NCJSD grows with γ* — "
-          + _verdict(f3["nc_trend"] > 0.8,
-                     f"correlation with γ {f3['nc_trend']:+.2f}, change "
-                     f"γ=min→max {f3['nc_rel']:+.0%} (TCJSD "
-                     f"{f3['tc_rel']:+.0%}); reproduced if > 0.8."))
+          + tables.verdict(f3["nc_trend"] > 0.8,
+                            f"correlation with γ {f3['nc_trend']:+.2f}, change "
+                            f"γ=min→max {f3['nc_rel']:+.0%} (TCJSD "
+                            f"{f3['tc_rel']:+.0%}); reproduced if > 0.8."))
     w = _weights(rows, preset, workdir, out, config.weights)
     if w:
       claims.append(
           f"- Figs. 6–7 ({preset}): *the NCKL weight β moves the student more "
           f"than the TCKL weight α, and a large β hurts at large γ* — "
-          + _verdict(w["beta_range"] > w["alpha_range"]
-                     and w["beta_hurts_at_large_gap"],
-                     f"mean accuracy spread over β {w['beta_range']:.2f} vs "
-                     f"over α {w['alpha_range']:.2f} points; at the largest "
-                     f"γ, β max vs min: "
-                     f"{'lower' if w['beta_hurts_at_large_gap'] else 'higher'}"
-                     " accuracy."))
+          + tables.verdict(
+              w["beta_range"] > w["alpha_range"]
+              and w["beta_hurts_at_large_gap"],
+              f"mean accuracy spread over β {w['beta_range']:.2f} vs "
+              f"over α {w['alpha_range']:.2f} points; at the largest "
+              f"γ, β max vs min: "
+              f"{'lower' if w['beta_hurts_at_large_gap'] else 'higher'}"
+              " accuracy."))
     for part, title, figure in (
         ("alg1", "Algorithm 1 — teacher feature mask "
                  f"({config.alg1.importance_form} importance score)", "alg1"),
@@ -264,12 +261,12 @@ def write(rows, config, workdir) -> str:
         claims.append(
             f"- {title} ({preset}, γ = {gap}): *NCJSD true < random < false; "
             f"accuracy true > random > false* — "
-            + _verdict(nc_ok and acc_ok,
-                       "NCJSD " + ", ".join(f"{k} {v:.3f}"
-                                            for k, v in nc.items())
-                       + "; accuracy " + ", ".join(f"{k} {v:.2f}"
-                                                   for k, v in acc.items())
-                       + " (mean over ratios > 0)."))
+            + tables.verdict(
+                nc_ok and acc_ok,
+                "NCJSD " + ", ".join(f"{k} {v:.3f}" for k, v in nc.items())
+                + "; accuracy " + ", ".join(f"{k} {v:.2f}"
+                                            for k, v in acc.items())
+                + " (mean over ratios > 0)."))
   out.insert(2, "\n## Paper claims and verdicts\n\n" + "\n".join(claims)
              + "\n")
   tables.write_csv(os.path.join(workdir, "summary.csv"), tidy(rows),

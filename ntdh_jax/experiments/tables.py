@@ -46,6 +46,11 @@ def fmt(mean, std, n=None, digits=2) -> str:
   return "–" if np.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def verdict(ok: bool, what: str) -> str:
+  """A report's one-line verdict on a paper claim."""
+  return f"**{'reproduced' if ok else 'not reproduced'}** — {what}"
+
+
 def markdown(header: Iterable[str], lines: Iterable[Iterable]) -> str:
   header = list(header)
   out = ["| " + " | ".join(header) + " |",
