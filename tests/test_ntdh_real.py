@@ -1,6 +1,7 @@
 """The NTDH study on a real source (``ntdh_digits.py``): planning, a tiny
 end-to-end run, the report's tables and verdicts, and Fig. 10's heatmaps."""
 
+import csv
 import json
 import os
 
@@ -88,9 +89,18 @@ def tiny(tmp_path_factory):
 def test_tiny_study_writes_report_tables_and_figures(tiny):
   workdir, _, _ = tiny
   text = (workdir / "report.md").read_text()
-  for name in ("fig7_weights.png", "fig9_alg1.png", "fig10_masks.png",
-               "summary.csv"):
+  for name in ("fig7_weights.png", "fig9_alg1.png", "fig10_masks.png"):
     assert (workdir / name).exists()
+  with open(workdir / "summary.csv") as f:
+    conditions = {(r["stage"], r["role"], r["method"])
+                  for r in csv.DictReader(f)}
+  # Every kind of run, KD students by what they distil (tiny: Fig. 7's and
+  # Algorithm 1's KL and DKD, Table II's FitNet and DKD).
+  assert conditions == {("joint", "joint", ""), ("teacher", "teacher", ""),
+                        ("teacher", "masked_teacher", ""),
+                        ("student", "no_kd", "none"),
+                        *(("student", "kd", m) for m in ("kl", "dkd",
+                                                         "fitnet"))}
   assert text.count("reproduced** —") == 4  # Fig. 7, Fig. 9 ×2, Table II
   table = text[text.index("### Table II"):]
   assert ("penultimate features (their papers' wiring; "
@@ -116,10 +126,13 @@ def test_heatmaps_mark_exactly_the_removed_pixels(tiny):
   images = report.mask_heatmaps(rows, str(workdir), 0.5)
   importance = images["importance"]
   assert importance.shape == (8, 8)
-  for kind in ("true", "random", "false"):
-    teacher = [r for r in rows if r.get("tag.role") == "masked_teacher"
+  kinds = ("true", "random", "false")
+  teachers = [[r for r in rows if r.get("tag.role") == "masked_teacher"
                and r["tag.kind"] == kind and r["tag.ratio"] == 0.5][0]
-    keep = sweep.run_outputs(str(workdir), rows, [teacher])[0]["feature_mask"]
+              for kind in kinds]
+  for kind, out in zip(kinds, sweep.run_outputs(str(workdir), rows,
+                                                teachers)):
+    keep = out["feature_mask"]
     np.testing.assert_array_equal(images[kind], 1.0 - keep[..., 0])
     assert images[kind].sum() == 32  # half of the 64 pixels
   removed = lambda kind: images[kind].astype(bool)
