@@ -5,7 +5,8 @@
 * ``ntdh`` — the NTDH synthetic γ data (``synthetic.py``);
 * ``mfh`` — MFH's Gaussian family (``synthetic.py``);
 * ``digits`` — scikit-learn's digits (teacher) → digits-M (student), the
-  embedded real default (``digits.py``);
+  embedded real default (``digits.py``); ``digits_blur``, the same with a
+  Gaussian blur of traced width on each view (CCH's knob);
 * ``mnist_pair``, ``ravdess``, ``nyu_depth_v2_labeled``, ``semantic_kitti``
   — the NTDH paper's real datasets, once ``ntdh-data prepare`` has built
   them (``prepared.py``, ``builders/``; imported on first use).
