@@ -74,6 +74,10 @@ RANGES: dict[str, Range] = {
     "kl_weight": NON_NEGATIVE,
     "mask_ratio": FRACTION,
     "mask_kind": Range(0, 2, integer=True),  # masks.MASK_KINDS' indices
+    # The linear_kd stage's covariance knobs (the CCH Gaussian test bed).
+    "cch_overlap": Range(0.0, 1.0),
+    "cch_teacher_noise": POSITIVE,
+    "cch_student_noise": POSITIVE,
 }
 
 

@@ -6,6 +6,8 @@
   from a frozen teacher, optionally with Algorithm 2's sample mask.
 * ``joint`` (``joint.py``): Algorithm 1's joint training and permutation
   importance.
+* ``linear_kd`` (``linear_kd.py``): the CCH joint-Gaussian test bed, a
+  closed-form ridge teacher and KD students (a reconstruction).
 
 A stage's static config is a frozen dataclass (``STAGES[stage].config``);
 ``normalise`` fills every default — of the stage, of its data source and of
@@ -27,6 +29,7 @@ from typing import Callable, Mapping, NamedTuple
 from ntdh_jax import hparams as hparams_lib
 from ntdh_jax.train.program import Program, RunSpec
 from ntdh_jax.train.stages import joint
+from ntdh_jax.train.stages import linear_kd
 from ntdh_jax.train.stages import student
 from ntdh_jax.train.stages import teacher
 
@@ -41,6 +44,8 @@ STAGES: dict[str, Stage] = {
     "teacher": Stage(teacher.TeacherConfig, teacher.make, teacher.hparams),
     "student": Stage(student.StudentConfig, student.make, student.hparams),
     "joint": Stage(joint.JointConfig, joint.make, joint.hparams),
+    "linear_kd": Stage(linear_kd.LinearKDConfig, linear_kd.make,
+                       linear_kd.hparams),
 }
 
 
