@@ -16,25 +16,31 @@ Modules, each named for what it holds:
 * ``latent`` — latent MI (LMI): paired cross-reconstructing autoencoders to
   8-d latents, KSG on the held-out half.
 * ``units`` — the nats → base conversion all of them share.
+* ``cch`` — the criterion itself: ``cch_gap(teacher_features,
+  student_features, labels, estimator="ksg")`` estimates Δ = I(H₁; H₂) −
+  I(H₂; Y) over repeated subsamples and returns a ``CCHResult`` with the
+  spread and a verdict (the ``ntdh-cch`` command runs it on ``.npy`` files).
 
-The functions of ``gaussian`` and ``ksg`` are importable from here
-(``ntdh_jax.info.ksg`` is then the function; the module's other names come
-with ``from ntdh_jax.info.ksg import KSGResult``). ``neural`` and ``latent``
-load on first use (``from ntdh_jax.info import neural`` or
-``ntdh_jax.info.neural``), so the closed forms and KSG import without Flax,
-optax and the training engine.
+The functions of ``gaussian`` and ``ksg``, and ``cch_gap`` and
+``CCHResult``, are importable from here (``ntdh_jax.info.ksg`` is then the
+function; the module's other names come with ``from ntdh_jax.info.ksg
+import KSGResult``). ``neural`` and ``latent`` load on first use (``from
+ntdh_jax.info import neural`` or ``ntdh_jax.info.neural``), so the closed
+forms, KSG and ``cch_gap`` import without Flax, optax and the training
+engine (``cch_gap`` loads them when its ``estimator`` is one of theirs).
 """
 
 import importlib
 
+from ntdh_jax.info.cch import CCHResult, cch_gap
 from ntdh_jax.info.gaussian import correlation_mi, gaussian_mi
 from ntdh_jax.info.ksg import KSGResult, ksg, ksg_discrete
 from ntdh_jax.info.units import in_base
 
 _LAZY_MODULES = ("neural", "latent")
 
-__all__ = ["KSGResult", "correlation_mi", "gaussian_mi", "in_base", "ksg",
-           "ksg_discrete", *_LAZY_MODULES]
+__all__ = ["CCHResult", "KSGResult", "cch_gap", "correlation_mi",
+           "gaussian_mi", "in_base", "ksg", "ksg_discrete", *_LAZY_MODULES]
 
 
 def __getattr__(name):
