@@ -36,7 +36,9 @@ _DIVERGENCES = ("tcjsd", "ncjsd", "tckl", "nckl")
 _STATIC = ("distill", "kd_form", "sample_mask")
 
 
-def _static(c, model) -> dict:
+def stage_static(c, model) -> dict:
+  """The static config of a stage run on ``c.data`` with ``model`` and the
+  training options ``c.train``."""
   t = c.train
   return {"data": c.data.to_dict(), "model": dict(model), "epochs": t.epochs,
           "eval_every": t.eval_every, "batch_size": t.batch_size,
@@ -50,11 +52,12 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
     config_lib.check_count(c, "seed", low=0)
     optim = {"lr": c.train.lr, "momentum": c.train.momentum}
     keys = {"lr": "train.lr", "momentum": "train.momentum"}
-    student_static = {**_static(c, c.model),
+    student_static = {**stage_static(c, c.model),
                       "teacher_model": c.teacher_model.to_dict()}
     for seed in range(c.seed, c.seed + c.num_seeds):
-      teacher = stages.run_spec("teacher", _static(c, c.teacher_model), optim,
-                                seed, tags={"role": "teacher"}, keys=keys)
+      teacher = stages.run_spec(
+          "teacher", stage_static(c, c.teacher_model), optim, seed,
+          tags={"role": "teacher"}, keys=keys)
       specs.append(teacher)
       specs.append(stages.run_spec(
           "student", {**student_static, "distill": "none"}, optim, seed,

@@ -86,7 +86,7 @@ def _file_digests(step_dir: str) -> dict[str, str]:
   return digests
 
 
-def _write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str) -> None:
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
     f.write(text)
@@ -97,7 +97,7 @@ def _write_atomic(path: str, text: str) -> None:
 
 def _seal(step_dir: str) -> None:
   if jax.process_index() == 0:
-    _write_atomic(os.path.join(step_dir, DIGEST), json.dumps(
+    write_atomic(os.path.join(step_dir, DIGEST), json.dumps(
         {"sha256": _file_digests(step_dir)}, indent=0, sort_keys=True))
   _sync(f"seal {step_dir}")
 
