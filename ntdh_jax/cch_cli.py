@@ -27,7 +27,7 @@ import numpy as np
 
 from ntdh_jax.errors import Parser
 from ntdh_jax.errors import UserError
-from ntdh_jax.errors import fail
+from ntdh_jax.errors import run_command
 from ntdh_jax.info.cch import ESTIMATORS
 from ntdh_jax.info.cch import cch_gap
 from ntdh_jax.info.cch import report
@@ -121,12 +121,7 @@ def _run(flags) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
   flags = _parser().parse_args(argv)
-  try:
-    _run(flags)
-  except UserError as e:
-    if flags.traceback:
-      raise
-    fail(PROG, str(e))
+  run_command(PROG, lambda: _run(flags), flags.traceback)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
 from ntdh_jax.errors import Parser
 from ntdh_jax.errors import UserError
-from ntdh_jax.errors import fail
+from ntdh_jax.errors import run_command
 from ntdh_jax.train import sweep
 
 PROG = "ntdh-sweep"
@@ -166,12 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sweep.enable_compilation_cache(flags.compilation_cache)
   if flags.multihost:
     jax.distributed.initialize()
-  try:
-    _run(flags, overrides)
-  except UserError as e:
-    if flags.traceback:
-      raise
-    fail(PROG, str(e))
+  run_command(PROG, lambda: _run(flags, overrides), flags.traceback)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,7 @@ from typing import Sequence
 
 from ntdh_jax.data import prepared
 from ntdh_jax.errors import Parser
-from ntdh_jax.errors import UserError
-from ntdh_jax.errors import fail
+from ntdh_jax.errors import run_command
 
 PROG = "ntdh-data"
 
@@ -94,12 +93,8 @@ def _prepare(flags) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
   flags = _parser().parse_args(argv)
-  try:
-    flags.run(flags)
-  except UserError as e:
-    if getattr(flags, "traceback", False):
-      raise
-    fail(PROG, str(e))
+  run_command(PROG, lambda: flags.run(flags),
+              getattr(flags, "traceback", False))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ command line reports them."""
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 
 class UserError(ValueError):
@@ -23,6 +23,18 @@ def fail(prog: str, message: str) -> NoReturn:
   """Prints ``PROG: error: MESSAGE`` on stderr and exits with status 2."""
   print(f"{prog}: error: {message}", file=sys.stderr)
   sys.exit(2)
+
+
+def run_command(prog: str, command: Callable[[], None],
+                traceback: bool = False) -> None:
+  """Runs a CLI's ``command``; a ``UserError`` becomes ``fail``'s one line
+  (with ``traceback``, it is raised instead, for debugging)."""
+  try:
+    command()
+  except UserError as e:
+    if traceback:
+      raise
+    fail(prog, str(e))
 
 
 class Parser(argparse.ArgumentParser):
