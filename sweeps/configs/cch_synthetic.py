@@ -8,8 +8,10 @@ ones) and seed: an MLP teacher on the teacher view, an MLP student on the
 student view without KD and one with KD (CE + KL at T = 1, NTDH's setting),
 trained as the main job's tuned preset. The report estimates Δ = I(H₁;H₂) −
 I(H₂;Y) from the teacher's and the no-KD student's penultimate features on
-the test split and compares it, and NTDH's NCJSD, with the measured KD
-gain; the γ values are the candidate teachers of the choice table.
+the test split (KSG and MINE; ``:quick`` and ``:tiny`` KSG only) and
+compares it, and NTDH's NCJSD, with the measured KD gain; the γ values are
+the candidate teachers of the choice table (the student's view is the same
+at every γ: γ moves the teacher's informative columns).
 ``:quick`` (3 γ, 3 seeds, 8 epochs) is a smoke run; ``:tiny`` (2 γ, 2
 seeds, 1 epoch) runs every path for the tests and notebook 03.
 """
@@ -42,7 +44,11 @@ def get_config(arg=None):
   c.kd = ml_collections.ConfigDict(
       {"distill": "kl", "kd_form": "additive", "temperature": 1.0,
        "kd_weight": 1.0})
+  # KSG (with Ross's estimator for the labels) and MINE; LMI and InfoNCE
+  # run with --config.mi.estimators=ksg,mine,latent,infonce but cost
+  # minutes per (γ, seed) on a CPU (README, "CCH").
   c.mi = ml_collections.ConfigDict(dict(
-      estimators=["ksg"], repeats=2 if arg.tiny else 5, subsample=0.5,
-      seed=0, options=ml_collections.ConfigDict()))
+      estimators=["ksg"] if quick else ["ksg", "mine"],
+      repeats=2 if arg.tiny else 5, subsample=0.5, seed=0,
+      options=ml_collections.ConfigDict()))
   return c
