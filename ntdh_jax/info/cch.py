@@ -99,8 +99,8 @@ import numpy as np
 
 from ntdh_jax import validation
 from ntdh_jax.info import units
-from ntdh_jax.info.ksg import _check_samples
-from ntdh_jax.info.ksg import _warn_duplicates
+from ntdh_jax.info.ksg import check_samples
+from ntdh_jax.info.ksg import warn_duplicates
 from ntdh_jax.info.ksg import check_values
 from ntdh_jax.info.ksg import ksg
 from ntdh_jax.info.ksg import ksg_discrete
@@ -464,8 +464,8 @@ def cch_gap(teacher_features, student_features, labels, *,
   """
   _check_scalars(repeats, subsample, seed, base, estimator)
   plan = ESTIMATORS[estimator](options)
-  _check_samples(teacher_features, "teacher_features")  # KSG's shape checks
-  _check_samples(student_features, "student_features")
+  check_samples(teacher_features, "teacher_features")  # KSG's shape checks
+  check_samples(student_features, "student_features")
   n, n_student = jnp.shape(teacher_features)[0], jnp.shape(student_features)[0]
   if n_student != n:
     raise ValueError(
@@ -495,9 +495,9 @@ def cch_gap(teacher_features, student_features, labels, *,
   teacher = np.asarray(teacher_features, np.float32).reshape(n, -1)
   student = np.asarray(student_features, np.float32).reshape(n, -1)
   if plan.knn:
-    _warn_duplicates((teacher, student),
+    warn_duplicates((teacher, student),
                      "cch_gap(teacher_features, student_features)")
-    _warn_duplicates((student, codes), "cch_gap(student_features, labels)")
+    warn_duplicates((student, codes), "cch_gap(student_features, labels)")
 
   keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.PRNGKey(seed), r))(
       jnp.arange(repeats))

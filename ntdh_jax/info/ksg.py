@@ -201,7 +201,7 @@ def _ross_nats(x, labels, key, noise, *, k: int, block_size: int):
 # -- checks at the public boundary ---------------------------------------------
 
 
-def _check_samples(v, name: str):
+def check_samples(v, name: str):
   """Shape and dtype of ``f[N]`` or ``f[N, D]`` samples; returns the rank."""
   validation.check_rank(v, name, (1, 2), "[N] or [N, D]")
   validation.check_floating(v, name)
@@ -260,7 +260,7 @@ def _check_enough(n: int, k: int, name: str) -> None:
         f"N > k = {k}.")
 
 
-def _warn_duplicates(rows, what: str) -> None:
+def warn_duplicates(rows, what: str) -> None:
   """Warns when concrete ``rows`` (a tuple of ``[N, ...]`` arrays, one row
   per sample) repeat a row."""
   if not all(map(validation.is_concrete, rows)):
@@ -319,8 +319,8 @@ def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
   Warns:
     UserWarning: concrete ``(x, y)`` with duplicated rows.
   """
-  _check_samples(x, "x")
-  _check_samples(y, "y")
+  check_samples(x, "x")
+  check_samples(y, "y")
   n = jnp.shape(x)[0]
   if jnp.shape(y)[0] != n:
     raise ValueError(
@@ -330,7 +330,7 @@ def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
   _check_enough(n, k, "x")
   check_values(x, "x")
   check_values(y, "y")
-  _warn_duplicates((x, y), "ksg(x, y)")
+  warn_duplicates((x, y), "ksg(x, y)")
   pointwise = units.in_base(
       _ksg_nats(_as_columns(x), _as_columns(y), _key(key),
                 jnp.float32(noise), k=k, block_size=min(block_size, n)), base)
@@ -369,7 +369,7 @@ def ksg_discrete(x, labels, k: int = 3, *, base: Optional[float] = None,
   Warns:
     UserWarning: concrete ``(x, labels)`` with duplicated rows.
   """
-  _check_samples(x, "x")
+  check_samples(x, "x")
   n = jnp.shape(x)[0]
   validation.check_array(labels, "labels")
   if jnp.shape(labels) != (n,):
@@ -389,7 +389,7 @@ def ksg_discrete(x, labels, k: int = 3, *, base: Optional[float] = None,
       f"labels must give every class more than k = {k} members (each point "
       "needs a k-th neighbour in its own class); class {} has {}.",
       values[smallest], sizes[smallest])
-  _warn_duplicates((x, labels), "ksg_discrete(x, labels)")
+  warn_duplicates((x, labels), "ksg_discrete(x, labels)")
   pointwise = units.in_base(
       _ross_nats(_as_columns(x), jnp.asarray(labels), _key(key),
                  jnp.float32(noise), k=k, block_size=min(block_size, n)), base)
