@@ -80,6 +80,7 @@ def test_choices_and_agreement_on_constructed_points():
   assert got["regret"] == pytest.approx(0.2)
   a = cch.agreement(pts, "d")
   assert a["points"] == pytest.approx(5 / 6)
+  assert a["majority"] == pytest.approx(4 / 6)  # four of six gains < 0
   # Condition means: Δ −0.075, 0.1, −0.35 against gains 0.25, 0.9, −0.55.
   assert a["conditions"] == pytest.approx(2 / 3)
   assert np.isnan(a["spearman"]) or -1 <= a["spearman"] <= 1

@@ -289,13 +289,15 @@ def _spearman(x, y) -> float:
 def agreement(pts, score: str) -> dict:
   """How well ``score`` (a ``points`` column; larger = KD should help more)
   predicts the KD gain: the fraction of (condition, seed) points and of
-  condition means where the signs agree, and Spearman's ρ over the
-  condition means."""
+  condition means where the signs agree, the same for the trivial rule
+  that always predicts the commoner sign of the gain (the bar a sign rule
+  has to clear), and Spearman's ρ over the condition means."""
   s = np.array([p[score] for p in pts])
   g = np.array([p["kd_gain"] for p in pts])
   ms, mg = (np.array([m for m, _ in by_condition(pts, k).values()])
             for k in (score, "kd_gain"))
   return {"points": float(np.mean(np.sign(s) == np.sign(g))),
+          "majority": float(max(np.mean(g > 0), np.mean(g < 0))),
           "conditions": float(np.mean(np.sign(ms) == np.sign(mg))),
           "spearman": _spearman(ms, mg)}
 
@@ -407,28 +409,31 @@ def _report(rows, config, workdir):
       "",
       "## Does the criterion predict the KD gain?\n",
       "Sign agreement of the score and the gain over the (condition, seed) "
-      "points and over the condition means; Spearman's ρ of the condition "
+      "points and over the condition means; the *majority rule*'s agreement "
+      "over the points (always predicting the commoner sign of the gain: "
+      "the bar a sign rule has to clear); Spearman's ρ of the condition "
       "means (NaN below three conditions). NTDH's score is −NCJSD (less "
-      "non-target disagreement, more to gain).\n",
+      "non-target disagreement, more to gain); NCJSD is never negative, so "
+      "only its ranking is a prediction.\n",
   ]
   scores = {f"Δ {e}": f"{e}.delta" for e in estimators}
   rank = {name: agreement(pts, score) for name, score in scores.items()}
   rank["−NCJSD (NTDH)"] = agreement(pts, "-ncjsd")
   text.append(tables.markdown(
-      ["score", "signs agree (points)", "signs agree (conditions)",
-       "Spearman ρ"],
-      # NCJSD is never negative: only its ranking is a prediction.
-      [[name] + ([f"{a['points']:.2f}", f"{a['conditions']:.2f}"]
-                 if name in scores else ["–", "–"])
+      ["score", "signs agree (points)", "majority rule (points)",
+       "signs agree (conditions)", "Spearman ρ"],
+      [[name] + ([f"{a['points']:.2f}", f"{a['majority']:.2f}",
+                  f"{a['conditions']:.2f}"]
+                 if name in scores else ["–", "–", "–"])
        + [f"{a['spearman']:+.2f}"] for name, a in rank.items()]))
   text.append("")
   for name in scores:
     a = rank[name]
     text.append("- " + tables.verdict(
-        a["points"] > 0.5 and not a["spearman"] < 0,
-        f"{name}: KD helps where Δ > 0 and hurts where Δ < 0 "
-        f"({a['points']:.0%} of the points agree in sign, ρ = "
-        f"{a['spearman']:+.2f})."))
+        a["points"] > a["majority"] and a["spearman"] > 0,
+        f"{name}: KD helps where Δ > 0 and hurts where Δ < 0 — "
+        f"{a['points']:.0%} of the points agree in sign (the majority rule: "
+        f"{a['majority']:.0%}), ρ = {a['spearman']:+.2f}."))
   if config.candidates == "teacher":
     picks = {name: choices(pts, score, abstain=True)
              for name, score in scores.items()}
