@@ -49,7 +49,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
-from scipy import stats as scipy_stats
 
 from ntdh_jax import config as config_lib
 from ntdh_jax import data as data_lib
@@ -280,12 +279,6 @@ def by_condition(pts, metric: str) -> dict:
   return {c: _mean_std([p[metric] for p in ps]) for c, ps in groups.items()}
 
 
-def _spearman(x, y) -> float:
-  if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-    return float("nan")
-  return float(scipy_stats.spearmanr(x, y).statistic)
-
-
 def agreement(pts, score: str) -> dict:
   """How well ``score`` (a ``points`` column; larger = KD should help more)
   predicts the KD gain: the fraction of (condition, seed) points and of
@@ -299,7 +292,7 @@ def agreement(pts, score: str) -> dict:
   return {"points": float(np.mean(np.sign(s) == np.sign(g))),
           "majority": float(max(np.mean(g > 0), np.mean(g < 0))),
           "conditions": float(np.mean(np.sign(ms) == np.sign(mg))),
-          "spearman": _spearman(ms, mg)}
+          "spearman": tables.spearman(ms, mg)}
 
 
 def choices(pts, score: str, abstain: bool) -> dict:
@@ -412,7 +405,7 @@ def _report(rows, config, workdir):
       "points and over the condition means; the *majority rule*'s agreement "
       "over the points (always predicting the commoner sign of the gain: "
       "the bar a sign rule has to clear); Spearman's ρ of the condition "
-      "means (NaN below three conditions). NTDH's score is −NCJSD (less "
+      "means (NaN with one condition). NTDH's score is −NCJSD (less "
       "non-target disagreement, more to gain); NCJSD is never negative, so "
       "only its ranking is a prediction.\n",
   ]

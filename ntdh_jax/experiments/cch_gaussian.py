@@ -42,7 +42,6 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
-from scipy import stats as scipy_stats
 
 from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
@@ -100,13 +99,6 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
 # ------------------------------------------------------------ statistics
 
 
-def _spearman(x, y) -> float:
-  x, y = np.asarray(x, float), np.asarray(y, float)
-  if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
-    return float("nan")
-  return float(scipy_stats.spearmanr(x, y).statistic)
-
-
 def points(rows) -> list[dict]:
   """One dict per (n, knob point), over its seeds: the knobs, Δ and the MI
   terms (the same for every seed), and ``[len(lambdas)]`` arrays of the
@@ -151,8 +143,8 @@ def agreement(pts, metric: str, i: int) -> dict:
       "clear": int(clear.sum()),
       "agree_clear": (float(np.mean(agree[clear])) if clear.any()
                       else float("nan")),
-      "spearman": _spearman(delta, mean),
-      "spearman_fitted": _spearman([p["delta_fitted"] for p in pts], mean),
+      "spearman": tables.spearman(delta, mean),
+      "spearman_fitted": tables.spearman([p["delta_fitted"] for p in pts], mean),
       "mean_pos": (float(mean[delta > 0].mean()) if (delta > 0).any()
                    else float("nan")),
       "mean_neg": (float(mean[delta <= 0].mean()) if (delta <= 0).any()

@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 
 def last(row, metric):
@@ -32,6 +33,15 @@ def stats(rows, metric, scale=1.0) -> tuple[float, float, int]:
   if values.size == 0:
     return float("nan"), float("nan"), 0
   return float(values.mean()), float(values.std()), int(values.size)
+
+
+def spearman(x, y) -> float:
+  """Spearman's rank correlation of ``x`` and ``y``; NaN when it is
+  undefined (fewer than two points, or either side constant)."""
+  x, y = np.asarray(x, float), np.asarray(y, float)
+  if x.size < 2 or np.all(x == x[0]) or np.all(y == y[0]):
+    return float("nan")
+  return float(scipy_stats.spearmanr(x, y).statistic)
 
 
 def group_by(rows, key: Callable) -> dict:
