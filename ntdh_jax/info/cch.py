@@ -304,10 +304,7 @@ def _neural_plan(estimator: str, options) -> _Plan:
   def check(hp):
     validation.check_positive(hp["lr"], "lr")
     if "ema_rate" in hp:
-      validation.check_scalar(hp["ema_rate"], "ema_rate")
-      if not 0 < hp["ema_rate"] <= 1:
-        raise ValueError(f"ema_rate must lie in (0, 1], got "
-                         f"{hp['ema_rate']}.")
+      neural.check_ema_rate(hp["ema_rate"])
 
   return _trained_plan(neural, config_cls, neural.default_hparams, check,
                        options, estimator, knn=False,

@@ -540,6 +540,13 @@ def _run(config, hparams, key, x, y, base) -> Estimate:
   return Estimate(*(units.in_base(v, base) for v in out))
 
 
+def check_ema_rate(ema_rate) -> None:
+  """MINE's moving-average rate must be a number in (0, 1]."""
+  validation.check_scalar(ema_rate, "ema_rate")
+  if not 0 < ema_rate <= 1:
+    raise ValueError(f"ema_rate must lie in (0, 1], got {ema_rate}.")
+
+
 def mine(x, y, key: jax.Array, *, lr: float = 1e-3, ema_rate: float = 0.01,
          hidden: Sequence[int] = (64, 64), steps: int = 1000,
          batch_size: int = 256, holdout: float = 0.5, num_segments: int = 20,
@@ -568,9 +575,7 @@ def mine(x, y, key: jax.Array, *, lr: float = 1e-3, ema_rate: float = 0.01,
   """
   config = MineConfig(tuple(hidden), steps, batch_size, holdout, num_segments,
                       heldout_shifts)
-  validation.check_scalar(ema_rate, "ema_rate")
-  if not 0 < ema_rate <= 1:
-    raise ValueError(f"ema_rate must lie in (0, 1], got {ema_rate}.")
+  check_ema_rate(ema_rate)
   return _run(config, {"lr": lr, "ema_rate": ema_rate}, key, x, y, base)
 
 
