@@ -119,8 +119,8 @@ def test_features_are_the_ones_the_runs_were_evaluated_on(tiny):
   """Re-evaluating the stored networks on the recomputed inputs gives the
   accuracies the sweep recorded: same key, same views, same test input."""
   workdir, base, _, rows = tiny
-  for (_, _), pair in list(cch._pairs(rows).items())[:2]:
-    f = cch.representations(rows, base, workdir, pair)
+  pairs = list(cch._pairs(rows).values())[:2]
+  for pair, f in zip(pairs, cch.representations(rows, base, workdir, pairs)):
     n = len(f["labels"])
     for role, acc in (("teacher", f["teacher_acc"]),
                       ("no_kd", f["student_acc"])):

@@ -42,7 +42,7 @@ import functools
 import hashlib
 import json
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -180,26 +180,30 @@ def _feature_fn(data_json: str, teacher_json: str, student_json: str,
   return data, features
 
 
-def representations(rows, config, workdir: str, pair) -> dict:
-  """The teacher's and the no-KD student's test-set features of one
-  (condition, seed) triple of ``_pairs``: ``{"teacher": f32[N, D₁],
-  "student": f32[N, D₂], "labels": i32[N], "ncjsd": float,
-  "teacher_acc", "student_acc": float}`` (the accuracies re-evaluated from
-  the same pass, which the tests compare with the runs' own).""" 
+def representations(rows, config, workdir: str, pairs) -> Iterator[dict]:
+  """The teacher's and the no-KD student's test-set features of each
+  (condition, seed) triple in ``pairs`` (values of ``_pairs``), one dict
+  each: ``{"teacher": f32[N, D₁], "student": f32[N, D₂], "labels": i32[N],
+  "ncjsd": float, "teacher_acc", "student_acc": float}`` (the accuracies
+  re-evaluated from the same pass, which the tests compare with the runs'
+  own). The stored outputs (parameters) are read up front, each chunk
+  once; the features are computed as they are consumed, so only one
+  pair's are in memory at a time."""
   data, features = _feature_fn(
       json.dumps(config.data.to_dict(), sort_keys=True),
       json.dumps(config.teacher_model.to_dict(), sort_keys=True),
       json.dumps(config.model.to_dict(), sort_keys=True),
       config.train.eval_batch_size)
-  t_out, s_out = sweep.run_outputs(workdir, rows,
-                                   [pair["teacher"], pair["no_kd"]])
-  hp = {k: jnp.float32(pair["teacher"][f"hp.{k}"])
-        for k in data.source.hparams}
-  h1, h2, labels, ncjsd, t_acc, s_acc = features(
-      data.load(), t_out, s_out["variables"], hp, pair["teacher"]["seed"])
-  return {"teacher": np.asarray(h1), "student": np.asarray(h2),
-          "labels": np.asarray(labels), "ncjsd": float(ncjsd),
-          "teacher_acc": float(t_acc), "student_acc": float(s_acc)}
+  outputs = sweep.run_outputs(
+      workdir, rows, [p[role] for p in pairs for role in ("teacher", "no_kd")])
+  for pair, t_out, s_out in zip(pairs, outputs[::2], outputs[1::2]):
+    hp = {k: jnp.float32(pair["teacher"][f"hp.{k}"])
+          for k in data.source.hparams}
+    h1, h2, labels, ncjsd, t_acc, s_acc = features(
+        data.load(), t_out, s_out["variables"], hp, pair["teacher"]["seed"])
+    yield {"teacher": np.asarray(h1), "student": np.asarray(h2),
+           "labels": np.asarray(labels), "ncjsd": float(ncjsd),
+           "teacher_acc": float(t_acc), "student_acc": float(s_acc)}
 
 
 # ------------------------------------------------------------- estimates
@@ -244,13 +248,14 @@ def points(rows, config, workdir: str) -> list[dict]:
     with open(path) as f:
       cache = json.load(f)
   out = []
-  for (condition, seed), pair in _pairs(rows).items():
+  pairs = _pairs(rows)
+  reps = representations(rows, config, workdir, list(pairs.values()))
+  for ((condition, seed), pair), features in zip(pairs.items(), reps):
     acc = {role: 100 * tables.last(pair[role], "test_acc")
            for role in ("teacher", "no_kd", "kd")}
     point = {"condition": condition, "seed": seed,
              "teacher_acc": acc["teacher"], "student_acc": acc["no_kd"],
              "kd_acc": acc["kd"], "kd_gain": acc["kd"] - acc["no_kd"]}
-    features = representations(rows, config, workdir, pair)
     point["ncjsd"] = features["ncjsd"]
     point.update({f"{role}_dead": int(np.sum(np.ptp(features[role], 0) == 0))
                   for role in ("teacher", "student")})
