@@ -35,12 +35,14 @@ import importlib
 from ntdh_jax.info.cch import CCHResult, cch_gap
 from ntdh_jax.info.gaussian import correlation_mi, gaussian_mi
 from ntdh_jax.info.ksg import KSGResult, ksg, ksg_discrete
+from ntdh_jax.info.two_sample import mmd2, tv_lower_bound
 from ntdh_jax.info.units import in_base
 
 _LAZY_MODULES = ("neural", "latent")
 
 __all__ = ["CCHResult", "KSGResult", "cch_gap", "correlation_mi",
-           "gaussian_mi", "in_base", "ksg", "ksg_discrete", *_LAZY_MODULES]
+           "gaussian_mi", "in_base", "ksg", "ksg_discrete", "mmd2",
+           "tv_lower_bound", *_LAZY_MODULES]
 
 
 def __getattr__(name):
