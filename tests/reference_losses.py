@@ -162,3 +162,100 @@ def authors_hint(student_logits, teacher_logits, eps=1e-5):
   t = np.asarray(teacher_logits, np.float64)
   bn = (s - s.mean(axis=0)) / np.sqrt(s.var(axis=0) + eps)
   return ((np.maximum(bn, 0.0) - t)**2).mean(axis=1)
+
+
+# -- CMCD (Lin et al., arXiv 2405.03355; reconstructed formulas) ---------------
+# Plain exponentials of cosine / τ: use temperatures >= 0.002 (exp overflows
+# float64 past e^709).
+
+
+def _unit_rows(x):
+  """Each row over its Euclidean norm (rows must be nonzero)."""
+  x = np.asarray(x, np.float64)
+  out = np.zeros_like(x)
+  for i in range(len(x)):
+    out[i] = x[i] / np.sqrt(np.sum(x[i] ** 2))
+  return out
+
+
+def _valid_rows(n, where):
+  return [True] * n if where is None else [bool(w) for w in where]
+
+
+def simclr_ref(z1, z2, temperature):
+  """SimCLR's NT-Xent (Chen et al. 2020, Eq. 1), the mean over 2N anchors."""
+  z = _unit_rows(np.concatenate([z1, z2]))
+  n2 = len(z)
+  n = n2 // 2
+  total = 0.0
+  for a in range(n2):
+    positive = (a + n) % n2
+    denominator = 0.0
+    for k in range(n2):
+      if k != a:
+        denominator += np.exp(z[a] @ z[k] / temperature)
+    total += -np.log(np.exp(z[a] @ z[positive] / temperature) / denominator)
+  return total / n2
+
+
+def cmd_ref(target_emb, source_emb, anchors=None, anchor_where=None,
+            tau_source=0.01, tau_target=0.2, where=None):
+  """Per-example −Σ_j p_i(j) log q_i(j) over the valid anchors (the valid
+  batch's unit source rows, then the filled extra anchors); 0 for masked
+  examples."""
+  n = len(source_emb)
+  valid = _valid_rows(n, where)
+  z_a = _unit_rows(source_emb)
+  z_b = _unit_rows(target_emb)
+  bank = [z_a[j] for j in range(n) if valid[j]]
+  if anchors is not None:
+    filled = _valid_rows(len(anchors), anchor_where)
+    extra = np.asarray(anchors, np.float64)
+    bank += [extra[k] / np.sqrt(np.sum(extra[k] ** 2))
+             for k in range(len(extra)) if filled[k]]
+  out = np.zeros(n)
+  for i in range(n):
+    if not valid[i]:
+      continue
+    e_a = np.array([np.exp(z_a[i] @ a / tau_source) for a in bank])
+    e_b = np.array([np.exp(z_b[i] @ a / tau_target) for a in bank])
+    p, q = e_a / e_a.sum(), e_b / e_b.sum()
+    out[i] = -sum(p[j] * np.log(q[j]) for j in range(len(bank)) if p[j] > 0)
+  return out
+
+
+def cmc_ref(target_emb, source_emb, temperature, where=None):
+  """Per-example CLIP loss: the mean of −log softmax(row i)_i of the B → A
+  and of the A → B similarities, over the valid examples; 0 when masked."""
+  n = len(source_emb)
+  valid = _valid_rows(n, where)
+  z_a = _unit_rows(source_emb)
+  z_b = _unit_rows(target_emb)
+  out = np.zeros(n)
+  for i in range(n):
+    if not valid[i]:
+      continue
+    b_to_a = sum(np.exp(z_b[i] @ z_a[j] / temperature)
+                 for j in range(n) if valid[j])
+    a_to_b = sum(np.exp(z_a[i] @ z_b[j] / temperature)
+                 for j in range(n) if valid[j])
+    positive = np.exp(z_b[i] @ z_a[i] / temperature)
+    out[i] = -0.5 * (np.log(positive / b_to_a) + np.log(positive / a_to_b))
+  return out
+
+
+def align_l2_ref(target_emb, source_emb):
+  """Per-example Σ_d (b_d − a_d)² / D."""
+  b = np.asarray(target_emb, np.float64)
+  a = np.asarray(source_emb, np.float64)
+  return np.array([np.sum((b[i] - a[i]) ** 2) / b.shape[1]
+                   for i in range(len(b))])
+
+
+def align_cosine_ref(target_emb, source_emb):
+  """Per-example 1 − bᵀa / (‖b‖ ‖a‖)."""
+  b = np.asarray(target_emb, np.float64)
+  a = np.asarray(source_emb, np.float64)
+  return np.array([1.0 - b[i] @ a[i] / (np.linalg.norm(b[i])
+                                         * np.linalg.norm(a[i]))
+                   for i in range(len(b))])

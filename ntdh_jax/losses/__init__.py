@@ -4,6 +4,9 @@
   ``reduce_loss`` (the masked mean they share).
 * ``feature``: ``fitnet`` (+ ``FitNetRegressor``), ``rkd``, ``pkt``, ``sp``.
 * ``contrastive``: CRD with its memory bank as explicit state.
+* ``cmcd``: CMCD's cross-modality losses (reconstructed): ``simclr`` for the
+  source pre-training, ``cmd`` (+ its ``CMDQueue``) and ``cmc`` for the
+  distillation, ``align_l2`` and ``align_cosine`` as baselines.
 
 All losses are pure functions on arrays, validate their arguments at the
 boundary (``ntdh_jax.validation``; traced values under its ``checked`` mode)
@@ -12,6 +15,14 @@ The logit losses take ``[..., C]`` logits and a ``where`` mask (optax's
 convention); the feature losses take ``[N, ...]`` features.
 """
 
+from ntdh_jax.losses.cmcd import CMDQueue
+from ntdh_jax.losses.cmcd import align_cosine
+from ntdh_jax.losses.cmcd import align_l2
+from ntdh_jax.losses.cmcd import cmc
+from ntdh_jax.losses.cmcd import cmd
+from ntdh_jax.losses.cmcd import cmd_queue_init
+from ntdh_jax.losses.cmcd import cmd_queue_push
+from ntdh_jax.losses.cmcd import simclr
 from ntdh_jax.losses.contrastive import CRDEmbed
 from ntdh_jax.losses.contrastive import CRDState
 from ntdh_jax.losses.contrastive import crd_contrast_indices
@@ -28,7 +39,8 @@ from ntdh_jax.losses.logit import kd
 from ntdh_jax.losses.logit import reduce_loss
 
 __all__ = [
-    "CRDEmbed", "CRDState", "FitNetRegressor", "REDUCTIONS",
-    "crd_contrast_indices", "crd_init", "crd_loss", "dkd", "fitnet", "kd",
-    "pkt", "reduce_loss", "rkd", "sp",
+    "CMDQueue", "CRDEmbed", "CRDState", "FitNetRegressor", "REDUCTIONS",
+    "align_cosine", "align_l2", "cmc", "cmd", "cmd_queue_init",
+    "cmd_queue_push", "crd_contrast_indices", "crd_init", "crd_loss", "dkd",
+    "fitnet", "kd", "pkt", "reduce_loss", "rkd", "simclr", "sp",
 ]
