@@ -78,6 +78,15 @@ RANGES: dict[str, Range] = {
     "cch_overlap": Range(0.0, 1.0),
     "cch_teacher_noise": POSITIVE,
     "cch_student_noise": POSITIVE,
+    # CMCD's stages: SimCLR's τ, CMD's τ_A and τ_B, CMC's τ, and the shares
+    # of the training set used as unlabelled pairs and as labels (the
+    # cmcd stage narrows pair_fraction to leave one batch of pairs).
+    "ssl_temperature": POSITIVE,
+    "cmd_tau_source": POSITIVE,
+    "cmd_tau_target": POSITIVE,
+    "cmc_temperature": POSITIVE,
+    "pair_fraction": Range(0.0, 1.0, low_open=True),
+    "label_fraction": Range(0.0, 1.0, low_open=True),
 }
 
 

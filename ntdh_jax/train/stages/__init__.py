@@ -8,6 +8,10 @@
   importance.
 * ``linear_kd`` (``linear_kd.py``): the CCH joint-Gaussian test bed, a
   closed-form ridge teacher and KD students (a reconstruction).
+* ``ssl``, ``cmcd``, ``finetune`` (``ssl.py``, ``cmcd.py``,
+  ``finetune.py``): CMCD's three steps — SimCLR pre-training of the source
+  encoder, its distillation into a target encoder on m unlabelled pairs
+  (CMD, CMC or an alignment baseline), few-label training of the target.
 
 A stage's static config is a frozen dataclass (``STAGES[stage].config``);
 ``normalise`` fills every default — of the stage, of its data source and of
@@ -28,8 +32,11 @@ from typing import Callable, Mapping, NamedTuple
 
 from ntdh_jax import hparams as hparams_lib
 from ntdh_jax.train.program import Program, RunSpec
+from ntdh_jax.train.stages import cmcd
+from ntdh_jax.train.stages import finetune
 from ntdh_jax.train.stages import joint
 from ntdh_jax.train.stages import linear_kd
+from ntdh_jax.train.stages import ssl
 from ntdh_jax.train.stages import student
 from ntdh_jax.train.stages import teacher
 
@@ -46,6 +53,10 @@ STAGES: dict[str, Stage] = {
     "joint": Stage(joint.JointConfig, joint.make, joint.hparams),
     "linear_kd": Stage(linear_kd.LinearKDConfig, linear_kd.make,
                        linear_kd.hparams),
+    "ssl": Stage(ssl.SSLConfig, ssl.make, ssl.hparams),
+    "cmcd": Stage(cmcd.CMCDConfig, cmcd.make, cmcd.hparams),
+    "finetune": Stage(finetune.FinetuneConfig, finetune.make,
+                      finetune.hparams),
 }
 
 
