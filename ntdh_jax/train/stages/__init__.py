@@ -72,7 +72,8 @@ def _config(stage: str, static: Mapping):
         f"static config of stage {stage!r} has unknown keys {unknown}; valid "
         f"keys: {sorted(fields)}.")
   missing = sorted(k for k, f in fields.items() if k not in static
-                   and f.default is dataclasses.MISSING)
+                   and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING)
   if missing:
     raise ValueError(
         f"static config of stage {stage!r} is missing {missing}.")
