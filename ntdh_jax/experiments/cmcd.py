@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -58,19 +58,40 @@ from ntdh_jax.train.stages import cmcd as cmcd_stage
 PAPER = {"cmc": 73.24, "cmd": 72.61, "best baseline (SOCKET+LE)": 71.33}
 BASELINES = ("l2", "cosine")
 SCRATCH = "scratch"
+# config.metric → the finetune runs' history metric the report reads.
+METRICS = {"acc": "test_acc", "miou": "test_miou"}
 _STATIC = ("loss", "queue_size", "learn_temperature")
 
 
 # ------------------------------------------------------------------ plan
 
 
+def gap_levels(c) -> list:
+  """The modality-gap levels: ``config.gaps``, or ``[None]`` (one level)
+  for a source without a traced knob (``config.knob = ""``)."""
+  if not c.knob:
+    if c.gaps:
+      raise UserError("config.gaps lists levels of config.knob, which is "
+                      f"empty; got gaps={list(c.gaps)}.")
+    return [None]
+  return list(config_lib.check_nonempty(c, "gaps"))
+
+
+def _knobs(c, fixed, gap) -> dict:
+  return {**fixed, c.knob: gap} if c.knob else dict(fixed)
+
+
 def _checked(c) -> dict:
   """The config's fixed knobs, checked."""
   config_lib.check_count(c, "num_seeds")
   config_lib.check_count(c, "seed", low=0)
-  for key in ("gaps", "distill.pair_fractions", "finetune.label_fractions",
+  for key in ("distill.pair_fractions", "finetune.label_fractions",
               "finetune.modes"):
     config_lib.check_nonempty(c, key)
+  gap_levels(c)
+  if c.metric not in METRICS:
+    raise UserError(f"config.metric must be one of {list(METRICS)}, got "
+                    f"{c.metric!r}.")
   if not c.distill.methods:
     raise UserError("config.distill.methods must name at least one method.")
   for name, method in c.distill.methods.items():
@@ -83,7 +104,7 @@ def _checked(c) -> dict:
                     "report's no-distillation rows; rename the method.")
   knobs = data_lib.get(c.data.name).hparams
   fixed = dict(c.fixed_knobs)
-  if c.knob not in knobs:
+  if c.knob and c.knob not in knobs:
     raise UserError(
         f"config.knob must be a traced knob of data source {c.data.name!r}: "
         f"one of {sorted(knobs)}, got {c.knob!r}.")
@@ -108,7 +129,10 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
   specs = []
   for c in configs:
     fixed = _checked(c)
-    knob_keys = {c.knob: "gaps", **{k: f"fixed_knobs.{k}" for k in fixed}}
+    knob_keys = {k: f"fixed_knobs.{k}" for k in fixed}
+    if c.knob:
+      knob_keys[c.knob] = "gaps"
+    levels = gap_levels(c)
 
     def optim(part):
       return ({"lr": c[part].lr, "momentum": c[part].momentum},
@@ -121,15 +145,15 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
     distill_static = _static(c, "distill", c.model,
                              source_model=c.source_model.to_dict())
     for seed in range(c.seed, c.seed + c.num_seeds):
-      source_knobs = {**fixed, c.knob: c.gaps[0]}
+      source_knobs = _knobs(c, fixed, levels[0])
       ssl_run = stages.run_spec(
           "ssl", ssl_static,
           {**hp, **source_knobs, "ssl_temperature": c.ssl.temperature},
           seed, tags={"role": "ssl"},
           keys={**keys, "ssl_temperature": "ssl.temperature"})
       specs.append(ssl_run)
-      for gap in c.gaps:
-        knobs = {**fixed, c.knob: gap}
+      for gap in levels:
+        knobs = _knobs(c, fixed, gap)
         specs += _finetunes(c, SCRATCH, knobs, seed, None, {"gap": gap})
         for fraction in c.distill.pair_fractions:
           for name, method in c.distill.methods.items():
@@ -169,6 +193,112 @@ def _finetunes(c, method, knobs, seed, needs, tags) -> list[RunSpec]:
   return runs
 
 
+# ---------------------------------------------------------------- config
+
+SCALES = ("tiny", "quick", "full")
+# Per scale: seeds; (epochs, eval_every) of the SSL, distillation and
+# fine-tuning stages; the pair fractions m/n.
+_SCALE = {
+    "tiny": dict(seeds=1, ssl=(1, 1), distill=(1, 1), finetune=(1, 1),
+                 pairs=[1.0]),
+    "quick": dict(seeds=2, ssl=(10, 5), distill=(5, 5), finetune=(5, 5),
+                  pairs=[0.1, 1.0]),
+    "full": dict(seeds=5, ssl=(50, 10), distill=(20, 5), finetune=(10, 5),
+                 pairs=[0.1, 0.3, 1.0]),
+}
+# The methods every scale but tiny compares; tiny runs CMD with a queue and
+# the L2 baseline (fewer programs to compile). SEED's temperatures for CMD
+# (τ_A = 0.01, τ_B = 0.2) and 0.1 for CMC: CMCD's are unknown.
+METHODS = {
+    "cmd": {"loss": "cmd", "queue_size": 0, "cmd_tau_source": 0.01,
+            "cmd_tau_target": 0.2},
+    "cmc": {"loss": "cmc", "learn_temperature": False,
+            "cmc_temperature": 0.1},
+    "l2": {"loss": "l2"},
+    "cosine": {"loss": "cosine"},
+}
+
+
+def study_config(scale: str, *, data: Mapping, model: Mapping,
+                 batch_sizes: Sequence[int], augment: Mapping,
+                 knob: str = "", gaps: Mapping[str, list] | None = None,
+                 fixed_knobs: Mapping | None = None,
+                 projection: tuple[int, int] = (64, 32),
+                 eval_batch_size: int = 512,
+                 metric: str = "acc") -> ml_collections.ConfigDict:
+  """The config of a CMCD study on one paired source.
+
+  Args:
+    scale: ``"tiny"`` (every path, for the tests), ``"quick"`` (2 seeds, a
+      smoke run) or ``"full"`` (5 seeds).
+    data: the source's config. The teacher view is CMCD's source, the
+      student view its target.
+    model: the network of both the source and the target encoder.
+    batch_sizes: of the SSL, distillation and fine-tuning stages.
+    augment: SimCLR's augmentation options for the source (``data.
+      augment``; the rest take SimCLR's defaults).
+    knob, gaps, fixed_knobs: the data source's traced knob that moves the
+      target view (the modality gap), its levels per scale, and the
+      values of its other knobs; ``knob=""`` for a source without one.
+    projection: the projection heads' ``(hidden, dim)``.
+    eval_batch_size: examples per evaluation batch.
+    metric: ``"acc"`` or ``"miou"`` (segmentation), what the report reads.
+
+  Returns:
+    The study's ``ConfigDict`` (Adam, lr 1e-3 in every stage; SimCLR's
+    τ = 0.5).
+  """
+  if scale not in SCALES:
+    raise ValueError(f"scale must be one of {SCALES}, got {scale!r}.")
+  s = _SCALE[scale]
+  c = ml_collections.ConfigDict()
+  c.experiment = "cmcd"
+  c.seed = 0
+  c.num_seeds = s["seeds"]
+  c.data = ml_collections.ConfigDict(dict(data))
+  c.knob = knob
+  c.gaps = list((gaps or {}).get(scale, []))
+  c.fixed_knobs = ml_collections.ConfigDict(dict(fixed_knobs or {}))
+  c.source_model = ml_collections.ConfigDict(dict(model))
+  c.model = ml_collections.ConfigDict(dict(model))
+  c.projection = ml_collections.ConfigDict(
+      {"hidden": projection[0], "dim": projection[1]})
+  c.eval_batch_size = eval_batch_size
+  c.metric = metric
+
+  def stage(name, batch_size, **extra):
+    epochs, every = s[name]
+    return ml_collections.ConfigDict(dict(
+        optimizer="adam", lr=1e-3, momentum=0.0, batch_size=batch_size,
+        epochs=epochs, eval_every=every, **extra))
+
+  ssl_batch, distill_batch, finetune_batch = batch_sizes
+  c.ssl = stage("ssl", ssl_batch, temperature=0.5,
+                augment=ml_collections.ConfigDict(dict(augment)))
+  methods = METHODS if scale != "tiny" else {
+      "cmd": {**METHODS["cmd"], "queue_size": 2 * distill_batch},
+      "l2": METHODS["l2"]}
+  c.distill = stage("distill", distill_batch,
+                    pair_fractions=list(s["pairs"]),
+                    methods=ml_collections.ConfigDict(methods))
+  c.finetune = stage("finetune", finetune_batch,
+                     label_fractions=[0.01, 0.05, 0.1],
+                     modes=["linear_probe", "full"])
+  return c
+
+
+def prepared_study(arg: str | None, dataset: str,
+                   **settings) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of a study on the prepared ``dataset``:
+  ``arg`` is ``[quick|tiny][,data_dir=DIR][,config=NAME]``."""
+  a = config_lib.parse_arg(arg, quick=False, tiny=False, data_dir="",
+                           config="")
+  data = data_lib.normalise({"name": dataset, "data_dir": a.data_dir or None,
+                             "config": a.config or None})
+  scale = "tiny" if a.tiny else "quick" if a.quick else "full"
+  return study_config(scale, data=data, **settings)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -176,9 +306,14 @@ def _methods(config) -> list[str]:
   return list(config.distill.methods) + [SCRATCH]
 
 
-def _acc(rows, **tags):
+def _acc(rows, config, **tags):
+  """The finetune runs' test metric (``config.metric``) in %, over seeds."""
   return tables.stats(tables.select(rows, role="finetune", **tags),
-                      "test_acc", 100)
+                      METRICS[config.metric], 100)
+
+
+def _gap_label(config, gap) -> str:
+  return f"{config.knob} = {gap:g}" if config.knob else "one gap"
 
 
 def _finetune_tags(config, method, gap, pair_fraction):
@@ -196,7 +331,7 @@ def summary(rows, config) -> list[dict]:
   for method in _methods(config):
     fractions = ([None] if method == SCRATCH
                  else list(config.distill.pair_fractions))
-    for gap in config.gaps:
+    for gap in gap_levels(config):
       for pair_fraction in fractions:
         tags = _finetune_tags(config, method, gap, pair_fraction)
         distilled = tables.select(rows, role="cmcd", **tags)
@@ -204,7 +339,7 @@ def summary(rows, config) -> list[dict]:
         mmd = _final_stats(distilled, "latent_mmd2")
         for mode in config.finetune.modes:
           for label_fraction in config.finetune.label_fractions:
-            mean, std, n = _acc(rows, mode=mode,
+            mean, std, n = _acc(rows, config, mode=mode,
                                 label_fraction=label_fraction, **tags)
             lines.append({
                 "method": method, "gap": gap,
@@ -262,7 +397,8 @@ def _diagnostic(lines, config, mode, label_fraction):
   tv = [p["latent_tv_mean"] for p in points]
   mmd = [p["latent_mmd2_mean"] for p in points]
   acc = [p["acc_mean"] for p in points]
-  labels = [f"{p['method']} {config.knob}={p['gap']:g}" for p in points]
+  labels = [f"{p['method']} {_gap_label(config, p['gap'])}"
+            for p in points]
   return tv, mmd, acc, labels
 
 
@@ -271,7 +407,7 @@ def _figures(lines, config, workdir) -> list[str]:
   mode = config.finetune.modes[0]
   label_fraction = max(config.finetune.label_fractions)
   methods = list(config.distill.methods)
-  gaps = list(config.gaps)
+  gaps = gap_levels(config)
   fig = Figure(figsize=(5 * len(gaps), 3.8))
   for i, gap in enumerate(gaps):
     ax = fig.add_subplot(1, len(gaps), i + 1)
@@ -287,9 +423,9 @@ def _figures(lines, config, workdir) -> list[str]:
                     label_fraction=label_fraction)["acc_mean"]
     ax.axhline(scratch, color="k", ls="--", lw=1, label="no distillation")
     ax.set_xlabel("pair fraction m/n")
-    ax.set_ylabel(f"target test acc % ({mode}, "
+    ax.set_ylabel(f"target test {config.metric} % ({mode}, "
                   f"{label_fraction:.0%} labels)")
-    ax.set_title(f"{config.knob} = {gap:g}")
+    ax.set_title(_gap_label(config, gap))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
   fig.tight_layout()
@@ -305,7 +441,7 @@ def _figures(lines, config, workdir) -> list[str]:
     for xi, yi, label in zip(x, acc, labels):
       ax.annotate(label, (xi, yi), fontsize=6)
     ax.set_xlabel(f"{name} (source vs target test embeddings)")
-    ax.set_ylabel("target test acc %")
+    ax.set_ylabel(f"target test {config.metric} %")
     ax.set_title(f"ρ = {tables.spearman(x, acc):+.2f} ({mode}, "
                  f"{label_fraction:.0%} labels, m/n = {top:g})")
     ax.grid(alpha=0.3)
@@ -332,15 +468,16 @@ def _report(rows, config, workdir):
       "SimCLR on the teacher view, distilled into the target encoder (`"
       + config.model.name + "`, student view) on m unlabelled pairs, then "
       "trained on a fraction of the target's labels (linear probe on frozen "
-      "features, or full fine-tuning). Target test accuracy in %, mean ± "
+      f"features, or full fine-tuning). Target test {config.metric} in %, "
+      "mean ± "
       f"std over {config.num_seeds} seeds; `{SCRATCH}` = the target network "
       "from scratch (no distillation). CMD and CMC are reconstructions "
       "(no public code).\n"]
-  for gap in config.gaps:
-    text += [f"## {config.knob} = {gap:g}, m/n = {top:g}\n",
+  for gap in gap_levels(config):
+    text += [f"## {_gap_label(config, gap)}, m/n = {top:g}\n",
              tables.markdown(header, [
                  [method] + [tables.fmt(*_acc(
-                     rows, mode=mode, label_fraction=f,
+                     rows, config, mode=mode, label_fraction=f,
                      **_finetune_tags(config, method, gap, top))[:2])
                              for mode in modes for f in fractions]
                  for method in _methods(config)]), ""]
@@ -356,10 +493,10 @@ def _report(rows, config, workdir):
            "have Sketchy; the claim checked is the ordering, contrastive "
            "distillation above label-free feature alignment (L2, cosine), "
            f"at m/n = {top:g}:\n"]
-  for gap in config.gaps:
+  for gap in gap_levels(config):
     for mode in modes:
       for f in fractions:
-        text.append(f"- {config.knob} = {gap:g}, {mode}, {f:.0%} labels: "
+        text.append(f"- {_gap_label(config, gap)}, {mode}, {f:.0%} labels: "
                     + _ordering(lines, config, gap, mode, f))
   mode, f = modes[0], max(fractions)
   tv, mmd, acc, _ = _diagnostic(lines, config, mode, f)
@@ -374,8 +511,9 @@ def _report(rows, config, workdir):
       f"projections, against the target accuracy ({mode}, {f:.0%} labels; "
       "`cmcd_latent_distance.png`).\n",
       tables.markdown(
-          ["method", config.knob, "latent TV", "latent MMD²", "acc %"],
-          [[l["method"], f"{l['gap']:g}",
+          ["method", "gap", "latent TV", "latent MMD²",
+           f"{config.metric} %"],
+          [[l["method"], _gap_label(config, l["gap"]),
             tables.fmt(l["latent_tv_mean"], l["latent_tv_std"], digits=3),
             tables.fmt(l["latent_mmd2_mean"], l["latent_mmd2_std"],
                        digits=3),
