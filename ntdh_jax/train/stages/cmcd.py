@@ -182,6 +182,13 @@ def make(c: CMCDConfig) -> Program:
   data = common.Data(c.data)
   n = data.n_train
   encoders.check_minibatch("cmcd", c.batch_size, n)
+  if data.n_test < 4:
+    raise ValueError(
+        f"stage 'cmcd' measures the latent distance on the test split with a "
+        f"half-split classifier: it needs >= 4 test examples, "
+        f"{data.source.name!r} has {data.n_test}.")
+  # The k-NN vote among the other half's 2·⌊n_test/2⌋ embeddings: odd.
+  neighbours = min(_TV_NEIGHBOURS, 2 * (data.n_test // 2) - 1)
   if c.queue_size and c.queue_size < c.batch_size:
     raise ValueError(f"queue_size must be 0 or >= batch_size "
                      f"({c.batch_size}) to hold a batch, got "
@@ -289,7 +296,7 @@ def make(c: CMCDConfig) -> Program:
     # second. The TV bound's half split already keeps a pair together.
     half = data.n_test // 2
     final = {"latent_tv": info.tv_lower_bound(z_source, z_target,
-                                              k=_TV_NEIGHBOURS),
+                                              k=neighbours),
              "latent_mmd2": info.mmd2(z_source[:half],
                                       z_target[half:2 * half])}
     return final, {"variables": common.join_variables(
