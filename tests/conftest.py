@@ -9,6 +9,13 @@ it, and the tests that start them with their own XLA_FLAGS append theirs
 compiled with the same options. An XLA_FLAGS already in the environment
 wins.
 
+The session, its subprocesses and the notebooks' kernels share one
+persistent compilation cache (a fresh folder, removed at exit; every
+program, as a sweep's pieces compile in well under JAX's default 1 s
+threshold at -O0): a notebook's tiny study and the test of the same study
+compile its programs once. A loaded
+executable is the one compiled, so every comparison of bits holds.
+
 The notebooks (notebooks/*.ipynb, executed by nbmake in kernels that
 inherit this environment; ``notebooks/conftest.py`` brings it to a session
 given only notebooks) run their studies at the smallest scale that still
@@ -27,6 +34,14 @@ import tempfile
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0 "
                       "--xla_llvm_disable_expensive_passes=true")
 os.environ.setdefault("XLA_FLAGS", FAST_COMPILE_FLAGS)
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+      prefix="ntdh_jax_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"],
+                  ignore_errors=True)
+  # At -O0 a sweep's pieces compile in well under JAX's 1 s threshold.
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 os.environ.setdefault("NTDH_NOTEBOOK_VARIANT", "tiny")
 if "NTDH_NOTEBOOK_RUNS" not in os.environ:
