@@ -1,6 +1,7 @@
 """Mutual-information estimators for the Cross-modal Complementarity
 Hypothesis (CCH: KD from modality 1 helps a student on modality 2 when
-I(H₁; H₂) > I(H₂; Y)). Pure JAX, nats by default, ``base=2`` for bits.
+I(H₁; H₂) > I(H₂; Y)), and two-sample distances for CMCD's latent-gap
+diagnostic. Pure JAX, nats by default, ``base=2`` for bits.
 
 Modules, each named for what it holds:
 
@@ -20,9 +21,13 @@ Modules, each named for what it holds:
   student_features, labels, estimator="ksg")`` estimates Δ = I(H₁; H₂) −
   I(H₂; Y) over repeated subsamples and returns a ``CCHResult`` with the
   spread and a verdict (the ``ntdh-cch`` command runs it on ``.npy`` files).
+* ``two_sample`` — ``mmd2(x, y)`` (unbiased MMD², Gaussian kernel, median
+  bandwidth) and ``tv_lower_bound(x, y, k=5)`` (a held-out k-NN classifier's
+  lower bound on the total-variation distance), between two embedding
+  samples; CMCD's bound is in the latter.
 
-The functions of ``gaussian`` and ``ksg``, and ``cch_gap`` and
-``CCHResult``, are importable from here (``ntdh_jax.info.ksg`` is then the
+The functions of ``gaussian``, ``ksg`` and ``two_sample``, and ``cch_gap``
+and ``CCHResult``, are importable from here (``ntdh_jax.info.ksg`` is then the
 function; the module's other names come with ``from ntdh_jax.info.ksg
 import KSGResult``). ``neural`` and ``latent`` load on first use (``from
 ntdh_jax.info import neural`` or ``ntdh_jax.info.neural``), so the closed
