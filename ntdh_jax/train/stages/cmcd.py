@@ -28,8 +28,9 @@ every fraction — and every loss — of one seed sees nested subsets of the
 same rows, and ``pair_fraction`` is traced (all fractions share one
 program). A step draws ``batch_size`` distinct pairs from them; an epoch is
 n // ``batch_size`` steps whatever m is, so every m trains equally long.
-The source's embeddings of the training rows are computed once per segment
-(it is frozen; evaluation-mode inputs with the run's evaluation key).
+The source's projections of the training and test rows are computed once,
+in ``init`` (it is frozen; evaluation-mode inputs with the run's
+evaluation key), and carried.
 
 Metrics per segment: the training loss and the mean cosine between paired
 test projections (with a learnt τ, its value). The final row adds the
@@ -202,35 +203,40 @@ def make(c: CMCDConfig) -> Program:
   segments = c.epochs // c.eval_every
   steps = c.eval_every * (n // c.batch_size)
 
-  def init(hparams, key, arrays, inputs):
-    del arrays
-    key = common.raw_key(key)
-    params, state = encoders.init_encoder(net, head, key,
-                                          data.example("student"))
-    params["aux"], aux_state = aligner.init(c, hparams, c.proj_dim)
-    return {"params": params, "state": state, "aux_state": aux_state,
-            "opt_state": opt_init(params, hparams), "key": key,
-            "loop_key": jax.random.fold_in(key, common.LOOP_KEY),
-            "order": encoders.pair_order(
-                jax.random.fold_in(key, encoders.SUBSET_KEY), n),
-            "source": inputs["ssl"],
-            # The last evaluation's test projections, for ``finish``.
-            "tests": {"source": jnp.zeros((data.n_test, c.proj_dim)),
-                      "target": jnp.zeros((data.n_test, c.proj_dim))}}
-
   def source_embeddings(src, stored, hparams, key, count):
-    return common.batched_map(
+    _, z = common.batched_map(
         lambda rows: encoders.embed(
             source, head, src["variables"], src["projection"],
             data.input(common.take(stored, rows), "teacher", hparams,
                        key)),
         count, c.eval_batch_size)
+    return z
+
+  def init(hparams, key, arrays, inputs):
+    key = common.raw_key(key)
+    params, state = encoders.init_encoder(net, head, key,
+                                          data.example("student"))
+    params["aux"], aux_state = aligner.init(c, hparams, c.proj_dim)
+    # The source is frozen and its inputs use the run's fixed evaluation
+    # key: its projections of the training and test rows are computed once.
+    v = data.views(arrays, hparams, key)
+    eval_key = jax.random.fold_in(key, common.EVAL_KEY)
+    return {"params": params, "state": state, "aux_state": aux_state,
+            "opt_state": opt_init(params, hparams), "key": key,
+            "loop_key": jax.random.fold_in(key, common.LOOP_KEY),
+            "order": encoders.pair_order(
+                jax.random.fold_in(key, encoders.SUBSET_KEY), n),
+            "z_source": source_embeddings(inputs["ssl"], v.teacher_train,
+                                          hparams, eval_key, n),
+            # The last evaluation's unit test projections, for ``finish``.
+            "tests": {"source": encoders.unit(source_embeddings(
+                          inputs["ssl"], v.teacher_test, hparams, eval_key,
+                          data.n_test)),
+                      "target": jnp.zeros((data.n_test, c.proj_dim))}}
 
   def segment(carry, hparams, arrays):
     v = data.views(arrays, hparams, carry["key"])
-    eval_key = jax.random.fold_in(carry["key"], common.EVAL_KEY)
-    _, z_source = source_embeddings(carry["source"], v.teacher_train,
-                                    hparams, eval_key, n)
+    z_source = carry["z_source"]
     m = encoders.subset_size(common.hp(hparams, "pair_fraction"), n)
 
     def step(carry_, k):
@@ -273,10 +279,8 @@ def make(c: CMCDConfig) -> Program:
 
   def test_embeddings(carry, hparams, v):
     """Unit-normalised test projections ``f32[n_test, dim]`` of the source
-    and the target."""
+    (from ``init``) and of the target."""
     eval_key = jax.random.fold_in(carry["key"], common.EVAL_KEY)
-    _, z_source = source_embeddings(carry["source"], v.teacher_test,
-                                    hparams, eval_key, data.n_test)
     variables = common.join_variables(carry["params"]["model"],
                                       carry["state"])
     _, z_target = common.batched_map(
@@ -285,7 +289,7 @@ def make(c: CMCDConfig) -> Program:
             data.input(common.take(v.student_test, rows), "student",
                        hparams, eval_key)),
         data.n_test, c.eval_batch_size)
-    return {"source": encoders.unit(z_source),
+    return {"source": carry["tests"]["source"],
             "target": encoders.unit(z_target)}
 
   def finish(carry, hparams, arrays):
