@@ -338,3 +338,15 @@ def test_prepared_study_end_to_end_on_fakes(tmp_path, name, metric):
   assert finetunes and all(0.0 <= r[f"history.{metric}"][-1] <= 1.0
                            for r in finetunes)
   assert "one gap" in (tmp_path / "w" / "report.md").read_text()
+
+
+def test_gains_over_scratch_pair_each_line_with_its_own_scratch():
+  line = lambda method, gap, f, acc, pair=1.0: {
+      "method": method, "gap": gap, "label_fraction": f, "mode": "full",
+      "pair_fraction": "" if method == cmcd.SCRATCH else pair,
+      "acc_mean": acc}
+  lines = [line(cmcd.SCRATCH, 0.0, 0.1, 50.0),
+           line(cmcd.SCRATCH, 2.0, 0.1, 20.0), line("cmd", 0.0, 0.1, 55.0), line("cmd", 2.0, 0.1, 19.0),
+           line("cmd", 2.0, 0.1, 40.0, pair=0.1)]
+  assert cmcd.gains_over_scratch(lines, "full", 1.0) == (-1.0, 5.0)
+  assert cmcd.gains_over_scratch(lines, "full") == (-1.0, 20.0)

@@ -316,7 +316,7 @@ def _gap_label(config, gap) -> str:
   return f"{config.knob} = {gap:g}" if config.knob else "one gap"
 
 
-def _finetune_tags(config, method, gap, pair_fraction):
+def _finetune_tags(method, gap, pair_fraction):
   """The tags of a method's finetune runs (scratch has no pair fraction)."""
   tags = {"method": method, "gap": gap}
   if method != SCRATCH:
@@ -333,7 +333,7 @@ def summary(rows, config) -> list[dict]:
                  else list(config.distill.pair_fractions))
     for gap in gap_levels(config):
       for pair_fraction in fractions:
-        tags = _finetune_tags(config, method, gap, pair_fraction)
+        tags = _finetune_tags(method, gap, pair_fraction)
         distilled = tables.select(rows, role="cmcd", **tags)
         tv = _final_stats(distilled, "latent_tv")
         mmd = _final_stats(distilled, "latent_mmd2")
@@ -451,6 +451,18 @@ def _figures(lines, config, workdir) -> list[str]:
   return [pairs, latent]
 
 
+def gains_over_scratch(lines, mode, pair_fraction=None) -> tuple:
+  """The smallest and largest gain (points) of a distilled encoder over the
+  network from scratch, over methods, gaps and label fractions, at one
+  protocol and pair fraction (``None``: any)."""
+  scratch = {(l["gap"], l["label_fraction"]): l["acc_mean"] for l in lines
+             if l["method"] == SCRATCH and l["mode"] == mode}
+  gains = [l["acc_mean"] - scratch[(l["gap"], l["label_fraction"])]
+           for l in lines if l["method"] != SCRATCH and l["mode"] == mode
+           and pair_fraction in (None, l["pair_fraction"])]
+  return min(gains), max(gains)
+
+
 def _report(rows, config, workdir):
   lines = summary(rows, config)
   with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:
@@ -478,9 +490,17 @@ def _report(rows, config, workdir):
              tables.markdown(header, [
                  [method] + [tables.fmt(*_acc(
                      rows, config, mode=mode, label_fraction=f,
-                     **_finetune_tags(config, method, gap, top))[:2])
+                     **_finetune_tags(method, gap, top))[:2])
                              for mode in modes for f in fractions]
                  for method in _methods(config)]), ""]
+  text.append("Gain over scratch, points (every method, gap and label "
+              "fraction): " + "; ".join(
+                  f"{mode} {lo:+.1f} to {hi:+.1f} at m/n = {top:g}, "
+                  f"{lo_any:+.1f} to {hi_any:+.1f} at any m"
+                  for mode in modes
+                  for (lo, hi), (lo_any, hi_any) in [(
+                      gains_over_scratch(lines, mode, top),
+                      gains_over_scratch(lines, mode))]) + ".\n")
   ssl_acc = tables.stats(tables.select(rows, role="ssl"),
                          "test_centroid_acc", 100)
   text += ["The SimCLR source on its own (teacher) view, no labels in "

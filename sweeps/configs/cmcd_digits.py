@@ -26,8 +26,9 @@ def get_config(arg=None):
       "tiny" if arg.tiny else "quick" if arg.quick else "full",
       data={"name": "digits_blur", "size": 8, "teacher_noise": 0.0,
             "student_noise": 0.0},
-      # An MLP: a vmapped conv net runs ~12× slower per run on CPU (a
-      # grouped convolution per step); dense layers batch well.
+      # An MLP: on CPU a vmapped conv net becomes a grouped convolution,
+      # which XLA:CPU runs slowly (README, Sweep (CNNs)); dense layers
+      # batch well.
       model={"name": "mnist_fc", "hidden": [256, 128],
              "leaky_logits": False},
       batch_sizes=(128, 64, 32),
