@@ -648,6 +648,22 @@ class Net(NamedTuple):
         variables, x, train=train, return_features=True, rngs=rngs, **kwargs)
     return logits, features, variables
 
+  def head(self, params: dict, features: jax.Array) -> jax.Array:
+    """The linear head alone: ``features f32[..., F]`` (as ``apply``
+    returns them) → logits ``f32[..., C]``, equal to ``apply``'s logits in
+    evaluation mode. ``params`` is ``variables["params"]``; only its
+    ``"head"`` is read, so a head can be applied to another network's
+    features of the same width (UCMKD's κ reads the teacher's head on the
+    student's features)."""
+    layer = params["head"]
+    kernel = layer["kernel"]  # [F, C], or [1, 1, F, C] for segnet's 1×1
+    logits = features @ kernel.reshape(-1, kernel.shape[-1])
+    if "bias" in layer:
+      logits = logits + layer["bias"]
+    if getattr(self.module, "leaky_logits", False):
+      logits = nn.leaky_relu(logits, self.module.negative_slope)
+    return logits
+
   def feature_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
     """Shape of one example's features for one example's ``input_shape``
     (traced with ``jax.eval_shape``: nothing is computed)."""

@@ -367,6 +367,24 @@ def test_mnist_fc_is_the_ntdh_reference_network():
   np.testing.assert_allclose(logits, [[-0.0008] * 3], rtol=1e-5)
 
 
+@pytest.mark.parametrize("config, shape", [
+    ({"name": "mlp", "hidden": [6, 5]}, (3, 7)),
+    ({"name": "linear"}, (3, 7)),
+    # leaky_logits: the head includes the reference's LeakyReLU on logits.
+    ({"name": "mnist_fc", "hidden": [6, 5]}, (3, 2, 2, 1)),
+    ({"name": "mnist_fc", "hidden": [6], "leaky_logits": False}, (3, 4)),
+    ({"name": "cnn", "channels": [2, 3], "dense": 5}, (3, 8, 8, 1)),
+    ({"name": "segnet", "channels": [2, 3]}, (2, 8, 8, 1)),
+])
+def test_head_alone_gives_the_evaluation_logits(config, shape):
+  net = models.build(config, 4)
+  x = np.random.default_rng(2).standard_normal(shape, dtype=np.float32)
+  variables = net.init(KEY, x[:1])
+  logits, features, _ = net.apply(variables, x, train=False)
+  np.testing.assert_allclose(net.head(variables["params"], features), logits,
+                             rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("config, shape, match", [
     ({"name": "mlp"}, (4,), "rank >= 2"),
     ({"name": "linear"}, (4,), "rank >= 2"),
