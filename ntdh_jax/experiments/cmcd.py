@@ -335,8 +335,8 @@ def summary(rows, config) -> list[dict]:
       for pair_fraction in fractions:
         tags = _finetune_tags(method, gap, pair_fraction)
         distilled = tables.select(rows, role="cmcd", **tags)
-        tv = _final_stats(distilled, "latent_tv")
-        mmd = _final_stats(distilled, "latent_mmd2")
+        tv = tables.final_stats(distilled, "latent_tv")
+        mmd = tables.final_stats(distilled, "latent_mmd2")
         for mode in config.finetune.modes:
           for label_fraction in config.finetune.label_fractions:
             mean, std, n = _acc(rows, config, mode=mode,
@@ -350,14 +350,6 @@ def summary(rows, config) -> list[dict]:
                 "latent_tv_mean": tv[0], "latent_tv_std": tv[1],
                 "latent_mmd2_mean": mmd[0], "latent_mmd2_std": mmd[1]})
   return lines
-
-
-def _final_stats(rows, metric):
-  values = np.array([r[f"final.{metric}"] for r in rows
-                     if f"final.{metric}" in r], float)
-  if values.size == 0:
-    return float("nan"), float("nan"), 0
-  return float(values.mean()), float(values.std()), int(values.size)
 
 
 def _line(lines, **match):

@@ -35,6 +35,16 @@ def stats(rows, metric, scale=1.0) -> tuple[float, float, int]:
   return float(values.mean()), float(values.std()), int(values.size)
 
 
+def final_stats(rows, metric, scale=1.0) -> tuple[float, float, int]:
+  """``(mean, std, n)`` of the final-row ``metric`` (``final.*``) over the
+  ``rows`` that have it."""
+  values = np.array([r[f"final.{metric}"] for r in rows
+                     if f"final.{metric}" in r], float) * scale
+  if values.size == 0:
+    return float("nan"), float("nan"), 0
+  return float(values.mean()), float(values.std()), int(values.size)
+
+
 def spearman(x, y) -> float:
   """Spearman's rank correlation of ``x`` and ``y``; NaN when it is
   undefined (fewer than two points, or either side constant)."""
