@@ -7,6 +7,9 @@
 * ``cmcd``: CMCD's cross-modality losses (reconstructed): ``simclr`` for the
   source pre-training, ``cmd`` (+ its ``CMDQueue``) and ``cmc`` for the
   distillation, ``align_l2`` and ``align_cosine`` as baselines.
+* ``transport``: UCMKD's alignment terms: ``feature_alignment`` (entropic OT
+  by ott-jax's ``sinkhorn`` over a ground cost of ``COSTS``),
+  ``label_transport_kernel`` (``KAPPAS``) and ``label_alignment``.
 
 All losses are pure functions on arrays, validate their arguments at the
 boundary (``ntdh_jax.validation``; traced values under its ``checked`` mode)
@@ -37,10 +40,21 @@ from ntdh_jax.losses.logit import REDUCTIONS
 from ntdh_jax.losses.logit import dkd
 from ntdh_jax.losses.logit import kd
 from ntdh_jax.losses.logit import reduce_loss
+from ntdh_jax.losses.transport import COSTS
+from ntdh_jax.losses.transport import KAPPAS
+from ntdh_jax.losses.transport import Transport
+from ntdh_jax.losses.transport import cost_matrix
+from ntdh_jax.losses.transport import feature_alignment
+from ntdh_jax.losses.transport import label_alignment
+from ntdh_jax.losses.transport import label_transport_kernel
+from ntdh_jax.losses.transport import sinkhorn
 
 __all__ = [
     "CMDQueue", "CRDEmbed", "CRDState", "FitNetRegressor", "REDUCTIONS",
     "align_cosine", "align_l2", "cmc", "cmd", "cmd_queue_init",
     "cmd_queue_push", "crd_contrast_indices", "crd_init", "crd_loss", "dkd",
     "fitnet", "kd", "pkt", "reduce_loss", "rkd", "simclr", "sp",
+    "COSTS", "KAPPAS", "Transport", "cost_matrix",
+    "feature_alignment", "label_alignment", "label_transport_kernel",
+    "sinkhorn",
 ]
