@@ -87,6 +87,20 @@ RANGES: dict[str, Range] = {
     "cmc_temperature": POSITIVE,
     "pair_fraction": Range(0.0, 1.0, low_open=True),
     "label_fraction": Range(0.0, 1.0, low_open=True),
+    # UCMKD (the ucmkd stage): the FA and LA weights, the inner steps'
+    # AdamW / SGD learning rate (0 reduces the bi-level step to CE) and
+    # weight decay, Sinkhorn's ε, label smoothing of the cross-entropies,
+    # and the robustness presets' pools (data.unpaired): the student's
+    # share of each class (1 = both pools are the whole set) and the label
+    # imbalance factor (1 = none).
+    "fa_weight": NON_NEGATIVE,
+    "la_weight": NON_NEGATIVE,
+    "inner_lr": NON_NEGATIVE,
+    "inner_weight_decay": NON_NEGATIVE,
+    "sinkhorn_epsilon": POSITIVE,
+    "label_smoothing": FRACTION,
+    "student_share": Range(0.0, 1.0, low_open=True),
+    "imbalance": Range(1.0),
 }
 
 

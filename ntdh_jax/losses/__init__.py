@@ -41,6 +41,7 @@ from ntdh_jax.losses.logit import dkd
 from ntdh_jax.losses.logit import kd
 from ntdh_jax.losses.logit import reduce_loss
 from ntdh_jax.losses.transport import COSTS
+from ntdh_jax.losses.transport import FA_GRADIENTS
 from ntdh_jax.losses.transport import KAPPAS
 from ntdh_jax.losses.transport import Transport
 from ntdh_jax.losses.transport import cost_matrix
@@ -54,7 +55,7 @@ __all__ = [
     "align_cosine", "align_l2", "cmc", "cmd", "cmd_queue_init",
     "cmd_queue_push", "crd_contrast_indices", "crd_init", "crd_loss", "dkd",
     "fitnet", "kd", "pkt", "reduce_loss", "rkd", "simclr", "sp",
-    "COSTS", "KAPPAS", "Transport", "cost_matrix",
+    "COSTS", "FA_GRADIENTS", "KAPPAS", "Transport", "cost_matrix",
     "feature_alignment", "label_alignment", "label_transport_kernel",
     "sinkhorn",
 ]

@@ -283,9 +283,15 @@ def sinkhorn(x, y, *, cost: str = "cosine", epsilon=0.1,
   return _sinkhorn(_cost_matrix(x, y, cost), epsilon, iterations)
 
 
+FA_GRADIENTS = ("unrolled", "danskin")
+"""How ``feature_alignment`` is differentiated: through the iterations (the
+code's autograd through POT's loop), or with the plan held fixed."""
+
+
 def feature_alignment(student_features, teacher_features, *,
                       cost: str = "cosine", epsilon=0.1,
-                      iterations: int = 100) -> jax.Array:
+                      iterations: int = 100,
+                      gradient: str = "unrolled") -> jax.Array:
   """UCMKD's feature alignment FA: entropic W_c between the batch features.
 
   FA = ⟨P*, C⟩ with C_ij = c(z_Si, z_Tj) the ground cost between the
@@ -294,9 +300,21 @@ def feature_alignment(student_features, teacher_features, *,
   entropic plan with uniform marginals (``sinkhorn``): the paper's FA, a
   Sinkhorn estimate of the Wasserstein distance between φ_S#D_S and
   φ_T#D_T, as the code's ``ot.sinkhorn2(a, b, M, reg, numItermax)``. The
-  teacher side is under ``stop_gradient``; the gradient reaches the student
-  features through C and through the unrolled Sinkhorn plan. C is clamped
-  below at 0 (``cost_matrix``), a no-op up to rounding.
+  teacher side is under ``stop_gradient``. C is clamped below at 0
+  (``cost_matrix``), a no-op up to rounding.
+
+  ``gradient`` (``FA_GRADIENTS``) says how the student features' gradient
+  is taken. ``"unrolled"`` (default; the code's PyTorch autograd through
+  POT's loop): through C and the unrolled Sinkhorn plan. ``"danskin"``: the
+  plan is held fixed, ∇ = ⟨P*, ∂C⟩, which by the envelope (Danskin)
+  theorem is the gradient of the entropic OT value min_P ⟨P, C⟩ − εH(P) at
+  the converged plan; no derivative passes through the iterations, so it
+  can be differentiated again everywhere. A second derivative through
+  ott 0.6's unrolled loop can be NaN (its backward pass linearises the
+  loop's error check too; e.g. a 64 × 64 cosine problem at the code's
+  defaults, ``tests/test_losses_transport.py``), so a bi-level step that
+  differentiates an inner FA step (``hypergrad="unrolled"``) uses
+  ``"danskin"``.
 
   FA is biased: between identical clouds it is not 0 but the cost of the
   entropic plan's spread (it vanishes as ε → 0). The batch sizes may
@@ -308,6 +326,7 @@ def feature_alignment(student_features, teacher_features, *,
     cost: a name in ``COSTS``; default ``"cosine"`` (the code's).
     epsilon: ε > 0 (may be traced); default 0.1 (the code's).
     iterations: a static int >= 1; default 100 (the code's).
+    gradient: ``"unrolled"`` or ``"danskin"``.
 
   Returns:
     ``f32[]``.
@@ -315,9 +334,15 @@ def feature_alignment(student_features, teacher_features, *,
   _check_clouds(student_features, teacher_features,
                 names=("student_features", "teacher_features"))
   _check_solver_args(cost, epsilon, iterations)
+  if gradient not in FA_GRADIENTS:
+    raise ValueError(f"gradient must be one of {FA_GRADIENTS}, got "
+                     f"{gradient!r}.")
   c = _cost_matrix(student_features,
                    jax.lax.stop_gradient(teacher_features), cost)
-  return _sinkhorn(c, epsilon, iterations).cost
+  if gradient == "unrolled":
+    return _sinkhorn(c, epsilon, iterations).cost
+  plan = _sinkhorn(jax.lax.stop_gradient(c), epsilon, iterations).plan
+  return jnp.sum(plan * c)
 
 
 # -- label transport kernel and label alignment ----------------------------------

@@ -12,6 +12,10 @@
   ``finetune.py``): CMCD's three steps — SimCLR pre-training of the source
   encoder, its distillation into a target encoder on m unlabelled pairs
   (CMD, CMC or an alignment baseline), few-label training of the target.
+* ``ucmkd`` (``ucmkd.py``): UCMKD — a frozen teacher distilled into a
+  student of the other modality from unpaired rows (Sinkhorn feature
+  alignment, the label transport kernel, the bi-level step) and its
+  baselines.
 
 A stage's static config is a frozen dataclass (``STAGES[stage].config``);
 ``normalise`` fills every default — of the stage, of its data source and of
@@ -39,6 +43,7 @@ from ntdh_jax.train.stages import linear_kd
 from ntdh_jax.train.stages import ssl
 from ntdh_jax.train.stages import student
 from ntdh_jax.train.stages import teacher
+from ntdh_jax.train.stages import ucmkd
 
 
 class Stage(NamedTuple):
@@ -57,6 +62,7 @@ STAGES: dict[str, Stage] = {
     "cmcd": Stage(cmcd.CMCDConfig, cmcd.make, cmcd.hparams),
     "finetune": Stage(finetune.FinetuneConfig, finetune.make,
                       finetune.hparams),
+    "ucmkd": Stage(ucmkd.UCMKDConfig, ucmkd.make, ucmkd.hparams),
 }
 
 
