@@ -53,6 +53,9 @@ def test_config_has_one_feature_width_and_the_source_s_knobs():
   assert all(set(p.knobs) == knobs for p in base.presets.values())
 
 
+# ~1.5 min on 2 cores: with the prepared CMCD/NTDH studies, under -m slow;
+# the digits study runs end to end in the default suite (test_ucmkd.py).
+@pytest.mark.slow
 def test_tiny_study_runs_end_to_end_on_fakes(built, tmp_path):
   base, configs, fingerprint = config_lib.load_sweep(
       f"{CONFIG}:tiny,data_dir={built},config={test_ravdess.CONFIG}",
