@@ -16,7 +16,7 @@ factor 10. Networks: an MLP (``mnist_fc``, 256 → 128, LeakyReLU; its 128
 features are FA's and κ's representation) for both views: on CPU a
 vmapped conv net becomes a grouped convolution, which XLA:CPU runs slowly
 (README, Sweep (CNNs)). Adam lr 1e-3, batch 64, teacher 20 epochs,
-students 20. ``:quick`` (2 seeds, fewer epochs) is a smoke run; ``:tiny``
+students 10. ``:quick`` (2 seeds, fewer epochs) is a smoke run; ``:tiny``
 (1 seed, 1 epoch, two presets) runs every path for the tests.
 """
 
