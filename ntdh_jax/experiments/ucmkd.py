@@ -172,7 +172,7 @@ _SCALE = {
 # helper.py): label smoothing 0.1 in the bi-level method only, vanilla KD
 # at α 0.9 and T 4, FA/LA weights 1, Sinkhorn ε 0.1, inner AdamW at lr 5e-5
 # and weight decay 0.05. `bilevel_paper` is the paper's form: the ratio κ,
-# plain gradient inner steps and the exact (unrolled) hypergradient, with
+# plain gradient inner steps and the unrolled hypergradient, with
 # FA's plan held fixed so the inner step is twice differentiable; its inner
 # SGD step is 0.01 (0.1 trained unstably in the :quick study, ±16 points
 # over seeds).
@@ -428,7 +428,8 @@ def _report(rows, config, workdir):
       f"{config.num_seeds} seeds; `ce` reads no teacher and stands in every "
       "column; `–`: the paired setting has no disjoint pools.\n"]
   for preset_name, preset in config.presets.items():
-    teacher = _line(lines, preset=preset_name)
+    teacher = _line(lines, preset=preset_name) or {
+        "teacher_acc_mean": float("nan"), "teacher_acc_std": float("nan")}
     text += [
         f"## {preset_name}: student share {preset.student_share:g}, "
         f"imbalance {preset.imbalance:g}, knobs "
