@@ -684,3 +684,26 @@ def test_mismatch_presets_plan_no_paired_runs():
   assert sorted(t["preset"] for t in students if t["method"] == "ce") == [
       "clean", "mismatch"]
   assert sum(s.stage == "teacher" for s in specs) == len(_PRESETS)
+
+
+@pytest.mark.parametrize("name, arg, students", [
+    # 5 seeds × (clean, shift, imbalance: ce + 5 methods × 3 pairings = 16;
+    # mismatch: ce + 5 × 2 = 11).
+    ("ucmkd_digits", "", 5 * (3 * 16 + 11)),
+    ("ucmkd_digits", "tiny", 16 + 11),
+    # 5 seeds × 5 γ × (ce + 3 methods × 3 pairings).
+    ("ucmkd_synthetic", "", 5 * 5 * 10),
+    ("ucmkd_synthetic", "quick", 2 * 3 * 10),
+])
+def test_configs_plan_their_documented_runs(name, arg, students):
+  from ntdh_jax import config as config_lib
+  path = os.path.join(os.path.dirname(__file__), "..", "sweeps", "configs",
+                      f"{name}.py")
+  base, configs, _ = config_lib.load_sweep(f"{path}:{arg}" if arg else path)
+  specs = ucmkd_exp.plan(configs)
+  assert sum(s.stage == "ucmkd" for s in specs) == students
+  # Presets that leave the teacher view alone share one teacher per seed.
+  teachers = {s.run_id for s in specs if s.stage == "teacher"}
+  assert len(teachers) == base.num_seeds * len(
+      {json.dumps(p.knobs.to_dict(), sort_keys=True)
+       for p in base.presets.values()})

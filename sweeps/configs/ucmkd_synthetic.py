@@ -26,7 +26,8 @@ def get_config(arg=None):
   return ucmkd.study_config(
       scale, data={"name": "ntdh", "random_state": 42},
       model={"name": "mlp", "hidden": [16, 16], "init_scheme": "torch"},
-      presets={f"gamma={g:g}": {"student_share": 1.0, "imbalance": 1.0,
-                                "knobs": {"gamma": g}}
+      # Named gamma_0p25 for γ = 0.25: config keys cannot hold a dot.
+      presets={f"gamma_{g:.2f}".replace(".", "p"): {
+          "student_share": 1.0, "imbalance": 1.0, "knobs": {"gamma": g}}
                for g in GAMMAS[scale]},
       methods=["ce", "kd", "fa", "bilevel"], lr=0.01, eval_batch_size=2000)
