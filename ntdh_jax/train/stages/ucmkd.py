@@ -107,10 +107,12 @@ class Batch(NamedTuple):
 
 class Method(NamedTuple):
   """A student loss: the hyperparameters it reads, whether it compares
-  student and teacher features (FA, LA: equal widths needed), and
+  student and teacher features (FA, LA: equal widths needed), the step
+  metrics it records, and
   ``grads(ctx, params, state, batch, key) -> (grads, state, metrics)``."""
   hparams: tuple[str, ...]
   features: bool
+  metrics: tuple[str, ...]
   grads: Callable
 
 
@@ -275,19 +277,20 @@ def _bilevel_grads(ctx, params, state, batch, key):
 
 
 METHODS: dict[str, Method] = {
-    "ce": Method(("label_smoothing",), False, _single_level(_ce_loss)),
+    "ce": Method(("label_smoothing",), False, ("ce",),
+                 _single_level(_ce_loss)),
     "kd": Method(("label_smoothing", "kd_weight", "temperature"), False,
-                 _single_level(_kd_loss)),
+                 ("ce", "kd"), _single_level(_kd_loss)),
     "fa": Method(("label_smoothing", "fa_weight", "sinkhorn_epsilon"), True,
-                 _single_level(_fa_loss)),
+                 ("ce", "fa"), _single_level(_fa_loss)),
     "sumall": Method(("label_smoothing", "fa_weight", "la_weight",
-                      "sinkhorn_epsilon"), True,
+                      "sinkhorn_epsilon"), True, ("ce", "fa", "la"),
                      _single_level(_sumall_loss)),
     "bilevel": Method(("label_smoothing", "fa_weight", "la_weight",
-                       "sinkhorn_epsilon", "inner_lr"), True, _bilevel_grads),
+                       "sinkhorn_epsilon", "inner_lr"), True,
+                      ("ce", "fa", "la"), _bilevel_grads),
 }
 INNER_OPTIMIZERS = ("adamw", "sgd")
-_STEP_METRICS = ("ce", "kd", "fa", "la")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,7 +475,7 @@ def make(c: UCMKDConfig) -> Program:
                                      jax.random.fold_in(k, 2))
       grads, _ = clip.update({"model": grads}, clip.init(params))
       updates, opt_state = tx.update(grads, opt_state, params)
-      metrics = {name: m.get(name, jnp.zeros(())) for name in _STEP_METRICS}
+      metrics = {name: m[name] for name in method.metrics}
       return (optax.apply_updates(params, updates), state, opt_state), metrics
 
     k_seg, k_next = jax.random.split(carry["loop_key"])
@@ -482,7 +485,7 @@ def make(c: UCMKDConfig) -> Program:
     carry = {**carry, "params": params, "state": state,
              "opt_state": opt_state, "loop_key": k_next}
     acc = test_pass(carry, hparams, v)["acc"]
-    return carry, {**{f"train_{k}": m[k] for k in _STEP_METRICS},
+    return carry, {**{f"train_{k}": v for k, v in m.items()},
                    "test_acc": acc}
 
   def test_pass(carry, hparams, v):
