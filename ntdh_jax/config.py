@@ -296,3 +296,15 @@ def load_sweep(path_with_arg: str, overrides: Sequence[str] = ()):
                  "hyper": {str(i): o
                            for i, o in enumerate(hyper_overrides(module))}}
   return base, configs, fingerprint
+
+
+def prepared_scale(arg: str | None, dataset: str) -> tuple[str, dict]:
+  """A prepared-dataset study's ``get_config`` argument,
+  ``[quick|tiny][,data_dir=DIR][,config=NAME]``, as ``(scale, data)``: the
+  scale ``"tiny"``, ``"quick"`` or ``"full"``, and the normalised data
+  config of ``dataset``."""
+  from ntdh_jax import data as data_lib  # the data registry imports jax
+  a = parse_arg(arg, quick=False, tiny=False, data_dir="", config="")
+  data = data_lib.normalise({"name": dataset, "data_dir": a.data_dir or None,
+                             "config": a.config or None})
+  return ("tiny" if a.tiny else "quick" if a.quick else "full"), data

@@ -291,11 +291,7 @@ def prepared_study(arg: str | None, dataset: str,
                    **settings) -> ml_collections.ConfigDict:
   """``get_config(arg)`` of a study on the prepared ``dataset``:
   ``arg`` is ``[quick|tiny][,data_dir=DIR][,config=NAME]``."""
-  a = config_lib.parse_arg(arg, quick=False, tiny=False, data_dir="",
-                           config="")
-  data = data_lib.normalise({"name": dataset, "data_dir": a.data_dir or None,
-                             "config": a.config or None})
-  scale = "tiny" if a.tiny else "quick" if a.quick else "full"
+  scale, data = config_lib.prepared_scale(arg, dataset)
   return study_config(scale, data=data, **settings)
 
 
