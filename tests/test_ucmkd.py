@@ -93,6 +93,10 @@ def _step(hparams, params=PARAMS, **static):
   return _JITTED[key](hparams, params)
 
 
+def _mean_smoothed_ce(logits, labels, smoothing):
+  return jnp.mean(losses.smoothed_cross_entropy(logits, labels, smoothing))
+
+
 def _objective(hparams, **static):
   """θ ↦ the outer smoothed CE at θ′(θ), θ′ the stage's own inner steps:
   the function whose gradient the unrolled hypergradient is."""
@@ -101,8 +105,8 @@ def _objective(hparams, **static):
   def f(p):
     adapted, state, _ = ucmkd._inner(ctx, p, {}, BATCH, KEY)
     logits, _, _ = _forward(adapted, state, BATCH.x, KEY)
-    return ucmkd._smoothed_ce(logits, BATCH.y,
-                              hparams["label_smoothing"])
+    return jnp.mean(losses.smoothed_cross_entropy(
+        logits, BATCH.y, hparams["label_smoothing"]))
 
   return f
 
@@ -236,7 +240,7 @@ def _inner_map(h):
     enc = jax.grad(lambda w: h["fa_weight"] * losses.feature_alignment(
         jnp.asarray(_X) @ w, jnp.asarray(_TF), epsilon=h["sinkhorn_epsilon"],
         iterations=ITERATIONS, gradient="danskin"))(p["enc"]["kernel"])
-    head = jax.grad(lambda hd: h["la_weight"] * ucmkd._smoothed_ce(
+    head = jax.grad(lambda hd: h["la_weight"] * _mean_smoothed_ce(
         z @ hd["kernel"] + hd["bias"], jnp.asarray(_Y),
         h["label_smoothing"]))(p["head"])
     return {"enc": {"kernel": enc}, "head": head}

@@ -40,6 +40,7 @@ from ntdh_jax.losses.logit import REDUCTIONS
 from ntdh_jax.losses.logit import dkd
 from ntdh_jax.losses.logit import kd
 from ntdh_jax.losses.logit import reduce_loss
+from ntdh_jax.losses.logit import smoothed_cross_entropy
 from ntdh_jax.losses.transport import COSTS
 from ntdh_jax.losses.transport import FA_GRADIENTS
 from ntdh_jax.losses.transport import KAPPAS
@@ -54,7 +55,8 @@ __all__ = [
     "CMDQueue", "CRDEmbed", "CRDState", "FitNetRegressor", "REDUCTIONS",
     "align_cosine", "align_l2", "cmc", "cmd", "cmd_queue_init",
     "cmd_queue_push", "crd_contrast_indices", "crd_init", "crd_loss", "dkd",
-    "fitnet", "kd", "pkt", "reduce_loss", "rkd", "simclr", "sp",
+    "fitnet", "kd", "pkt", "reduce_loss", "rkd", "simclr",
+    "smoothed_cross_entropy", "sp",
     "COSTS", "FA_GRADIENTS", "KAPPAS", "Transport", "cost_matrix",
     "feature_alignment", "label_alignment", "label_transport_kernel",
     "sinkhorn",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from ntdh_jax import divergences
 from ntdh_jax import validation
@@ -60,6 +61,25 @@ def reduce_loss(per_example: jax.Array, where, reduction: str) -> jax.Array:
     return jnp.mean(flat)
   count = jnp.sum(where, dtype=jnp.float32)
   return jnp.sum(flat) / jnp.maximum(count, 1.0)
+
+
+def smoothed_cross_entropy(logits, labels, label_smoothing) -> jax.Array:
+  """Per-example softmax cross-entropy against label-smoothed targets,
+  torch's ``cross_entropy(label_smoothing=s)``: the target is
+  (1 − s)·onehot(y) + s/C (``optax.smooth_labels``).
+
+  Args:
+    logits: ``f[..., C]``.
+    labels: ``int[...]`` in [0, C).
+    label_smoothing: s in [0, 1) (may be traced).
+
+  Returns:
+    ``f32[...]``.
+  """
+  c = jnp.shape(logits)[-1]
+  target = optax.smooth_labels(jax.nn.one_hot(labels, c, dtype=jnp.float32),
+                               label_smoothing)
+  return optax.softmax_cross_entropy(logits, target)
 
 
 def kd(student_logits, teacher_logits, temperature=4.0, *, where=None,

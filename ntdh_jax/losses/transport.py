@@ -44,12 +44,12 @@ import warnings
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ntdh_jax import validation
 from ntdh_jax.losses.feature import _l2_normalize
 from ntdh_jax.losses.feature import _safe_sqrt
 from ntdh_jax.losses.logit import reduce_loss
+from ntdh_jax.losses.logit import smoothed_cross_entropy
 
 
 @functools.cache
@@ -416,15 +416,6 @@ def label_transport_kernel(teacher_head_logits, student_logits, labels, *,
   return jnp.exp(jnp.minimum(log_t - log_s, log_max))
 
 
-def _smoothed_ce(logits, labels, label_smoothing):
-  """torch's ``cross_entropy(label_smoothing=s)``: the target is
-  (1 − s)·onehot(y) + s/C, by ``optax.softmax_cross_entropy``."""
-  c = jnp.shape(logits)[-1]
-  target = optax.smooth_labels(jax.nn.one_hot(labels, c, dtype=jnp.float32),
-                               label_smoothing)
-  return optax.softmax_cross_entropy(logits, target)
-
-
 def label_alignment(student_logits, teacher_head_logits, labels, kappa, *,
                     label_smoothing=0.0, where=None,
                     reduction: str = "none") -> jax.Array:
@@ -491,6 +482,7 @@ def label_alignment(student_logits, teacher_head_logits, labels, kappa, *,
     kappa = jnp.where(valid, kappa, 0.0)
     labels = jnp.where(valid, labels, 0)
   smoothing = jnp.asarray(label_smoothing, jnp.float32)
-  per_example = (_smoothed_ce(s_logits, labels, smoothing)
-                 - kappa * _smoothed_ce(t_logits, labels, smoothing))
+  per_example = (
+      smoothed_cross_entropy(s_logits, labels, smoothing)
+      - kappa * smoothed_cross_entropy(t_logits, labels, smoothing))
   return reduce_loss(per_example, where, reduction)

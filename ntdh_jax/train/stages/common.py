@@ -271,12 +271,16 @@ def count(labels, where, weight):
   return masked_sum(jnp.ones(jnp.shape(labels), jnp.float32), where, weight)
 
 
-def cross_entropy(logits, labels, where):
-  """Mean softmax cross-entropy over the valid labels of a batch."""
+def cross_entropy(logits, labels, where, label_smoothing=None):
+  """Mean softmax cross-entropy over the valid labels of a batch; with
+  ``label_smoothing`` (may be traced), against smoothed targets
+  (``losses.smoothed_cross_entropy``)."""
   safe = labels if where is None else jnp.where(where, labels, 0)
-  return losses.reduce_loss(
-      optax.softmax_cross_entropy_with_integer_labels(logits, safe), where,
-      "mean")
+  per_example = (
+      optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+      if label_smoothing is None
+      else losses.smoothed_cross_entropy(logits, safe, label_smoothing))
+  return losses.reduce_loss(per_example, where, "mean")
 
 
 def classification_sums(logits, labels, where, weight, num_classes: int,

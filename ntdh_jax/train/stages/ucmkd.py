@@ -116,10 +116,10 @@ class Method(NamedTuple):
   grads: Callable
 
 
-def _smoothed_ce(logits, labels, smoothing):
-  targets = optax.smooth_labels(
-      jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
-  return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+def _ce(ctx, logits, labels):
+  """The batch's mean cross-entropy at the method's label smoothing."""
+  return common.cross_entropy(logits, labels, None,
+                              common.hp(ctx.hparams, "label_smoothing"))
 
 
 class _Context(NamedTuple):
@@ -152,14 +152,16 @@ def _la(ctx, logits, features, labels, smoothing):
 
 
 def _single_level(loss):
-  """A method whose step is one gradient of ``loss(ctx, logits, feats,
-  batch) -> (value, metrics)`` at the current parameters."""
+  """A method whose step is one gradient, at the current parameters, of
+  ``loss(ctx, ce, logits, feats, batch) -> (value, metrics)``, ``ce`` the
+  batch's cross-entropy."""
 
   def grads(ctx, params, state, batch, key):
     def objective(p):
       logits, feats, new = ctx.forward(p, state, batch.x, key)
-      value, metrics = loss(ctx, logits, feats, batch)
-      return value, (new, metrics)
+      ce = _ce(ctx, logits, batch.y)
+      value, metrics = loss(ctx, ce, logits, feats, batch)
+      return value, (new, {"ce": ce, **metrics})
 
     g, (state_, metrics) = jax.grad(objective, has_aux=True)(params)
     return g, state_, metrics
@@ -167,37 +169,31 @@ def _single_level(loss):
   return grads
 
 
-def _ce_loss(ctx, logits, feats, batch):
-  del feats
-  ce = _smoothed_ce(logits, batch.y, common.hp(ctx.hparams,
-                                               "label_smoothing"))
-  return ce, {"ce": ce}
+def _ce_loss(ctx, ce, logits, feats, batch):
+  del ctx, logits, feats, batch
+  return ce, {}
 
 
-def _kd_loss(ctx, logits, feats, batch):
+def _kd_loss(ctx, ce, logits, feats, batch):
   del feats
   h = ctx.hparams
-  ce = _smoothed_ce(logits, batch.y, common.hp(h, "label_smoothing"))
   kd = losses.kd(logits, batch.teacher_logits, common.hp(h, "temperature"))
   alpha = common.hp(h, "kd_weight")
-  return (1.0 - alpha) * ce + alpha * kd, {"ce": ce, "kd": kd}
+  return (1.0 - alpha) * ce + alpha * kd, {"kd": kd}
 
 
-def _fa_loss(ctx, logits, feats, batch):
-  ce = _smoothed_ce(logits, batch.y, common.hp(ctx.hparams,
-                                               "label_smoothing"))
+def _fa_loss(ctx, ce, logits, feats, batch):
+  del logits
   fa = _fa(ctx, feats, batch.teacher_features)
-  return ce + common.hp(ctx.hparams, "fa_weight") * fa, {"ce": ce, "fa": fa}
+  return ce + common.hp(ctx.hparams, "fa_weight") * fa, {"fa": fa}
 
 
-def _sumall_loss(ctx, logits, feats, batch):
+def _sumall_loss(ctx, ce, logits, feats, batch):
   h = ctx.hparams
-  smoothing = common.hp(h, "label_smoothing")
-  ce = _smoothed_ce(logits, batch.y, smoothing)
   fa = _fa(ctx, feats, batch.teacher_features)
-  la = _la(ctx, logits, feats, batch.y, smoothing)
+  la = _la(ctx, logits, feats, batch.y, common.hp(h, "label_smoothing"))
   total = ce + common.hp(h, "fa_weight") * fa + common.hp(h, "la_weight") * la
-  return total, {"ce": ce, "fa": fa, "la": la}
+  return total, {"fa": fa, "la": la}
 
 
 def _inner_optimizer(ctx):
@@ -254,12 +250,11 @@ def _inner(ctx, params, state, batch, key):
 
 
 def _bilevel_grads(ctx, params, state, batch, key):
-  smoothing = common.hp(ctx.hparams, "label_smoothing")
   k_inner, k_outer = jax.random.split(key)
 
   def outer(adapted, st):
     logits, _, new = ctx.forward(adapted, st, batch.x, k_outer)
-    ce = _smoothed_ce(logits, batch.y, smoothing)
+    ce = _ce(ctx, logits, batch.y)
     return ce, (new, ce)
 
   if ctx.config.hypergrad == "unrolled":
