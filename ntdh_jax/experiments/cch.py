@@ -37,7 +37,6 @@ rankings within one estimator.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -363,10 +362,7 @@ def _write_csv(pts, config, path: str) -> None:
           k: p[f"{est}.{k}"] for k in ("i_teacher_student",
                                        "i_student_label", "delta",
                                        "delta_std")}})
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(lines[0]))
-    writer.writeheader()
-    writer.writerows(lines)
+  tables.write_lines(path, lines)
 
 
 def _report(rows, config, workdir):

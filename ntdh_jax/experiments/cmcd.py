@@ -36,7 +36,6 @@ have Sketchy.
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Mapping, Sequence
 
@@ -453,10 +452,7 @@ def gains_over_scratch(lines, mode, pair_fraction=None) -> tuple:
 
 def _report(rows, config, workdir):
   lines = summary(rows, config)
-  with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(lines[0]))
-    writer.writeheader()
-    writer.writerows(lines)
+  tables.write_lines(os.path.join(workdir, "summary.csv"), lines)
   _figures(lines, config, workdir)
   top = max(config.distill.pair_fractions)
   modes, fractions = config.finetune.modes, config.finetune.label_fractions

@@ -98,6 +98,14 @@ def tidy(rows, condition: Mapping[str, Callable]) -> list[dict]:
   return table
 
 
+def write_lines(path: str, lines: list[dict]) -> None:
+  """Summary lines (dicts with the same keys, in column order) as a CSV."""
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(lines[0]))
+    writer.writeheader()
+    writer.writerows(lines)
+
+
 def write_csv(path: str, table: list[dict], condition: Iterable[str]) -> None:
   """``tidy``'s table as a CSV file."""
   with open(path, "w", newline="") as f:

@@ -33,7 +33,6 @@ student's error.
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Mapping, Sequence
 
@@ -340,11 +339,10 @@ def orderings(lines, config) -> list[str]:
           "of 8 tasks"))
     for pairing in config.pairings:
       chain = [m for m in ("ce", "kd", "fa", "bilevel")
-               if (m, _ANY_PAIRING if m == "ce" else pairing) in acc]
+               if (m, pairing) in acc]
       if len(chain) < 2 or pairing == "paired" and "kd" not in chain:
         continue
-      values = [acc[(m, _ANY_PAIRING if m == "ce" else pairing)]
-                for m in chain]
+      values = [acc[(m, pairing)] for m in chain]
       listed = ", ".join(f"{m} {v:.2f}" for m, v in zip(chain, values))
       out.append(f"- {preset}, {pairing}: " + tables.verdict(
           values[-1] == max(values) and values[0] == min(values),
@@ -357,6 +355,17 @@ def _bound_points(lines):
   return [l for l in lines if np.isfinite(l["test_fa_mean"])]
 
 
+_TERMS = (("teacher error", "teacher test error %"),
+          ("FA", "FA (test Sinkhorn cost)"), ("LA", "LA (test mean)"))
+
+
+def bound_terms(points) -> dict[str, list[float]]:
+  """Per term of the bound (``_TERMS``), its value at each point."""
+  return {"teacher error": [100 - p["teacher_acc_mean"] for p in points],
+          "FA": [p["test_fa_mean"] for p in points],
+          "LA": [p["test_la_mean"] for p in points]}
+
+
 def _figures(lines, config, workdir) -> list[str]:
   presets = list(config.presets)
   fig = Figure(figsize=(4.5 * len(presets), 3.8))
@@ -367,9 +376,6 @@ def _figures(lines, config, workdir) -> list[str]:
     for j, pairing in enumerate(config.pairings):
       got = [_line(lines, method=m, pairing=pairing, preset=preset)
              for m in methods]
-      got = [g or _line(lines, method=m, pairing=_ANY_PAIRING, preset=preset)
-             if not _reads_teacher(config.methods[m]) else g
-             for m, g in zip(methods, got)]
       xs = np.arange(len(methods)) + j * width
       ax.bar(xs, [np.nan if g is None else g["acc_mean"] for g in got],
              width, yerr=[0 if g is None else g["acc_std"] for g in got],
@@ -386,14 +392,11 @@ def _figures(lines, config, workdir) -> list[str]:
 
   points = _bound_points(lines)
   error = [100 - p["acc_mean"] for p in points]
+  terms = bound_terms(points)
   fig = Figure(figsize=(13, 3.8))
-  for i, (key, name) in enumerate((
-      ("teacher_acc_mean", "teacher test error %"),
-      ("test_fa_mean", "FA (test Sinkhorn cost)"),
-      ("test_la_mean", "LA (test mean)"))):
+  for i, (term, name) in enumerate(_TERMS):
     ax = fig.add_subplot(1, 3, i + 1)
-    x = [100 - p[key] if key == "teacher_acc_mean" else p[key]
-         for p in points]
+    x = terms[term]
     ax.scatter(x, error, s=12)
     ax.set_xlabel(name)
     ax.set_ylabel("student test error %")
@@ -408,10 +411,7 @@ def _figures(lines, config, workdir) -> list[str]:
 
 def _report(rows, config, workdir):
   lines = summary(rows, config)
-  with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(lines[0]))
-    writer.writeheader()
-    writer.writerows(lines)
+  tables.write_lines(os.path.join(workdir, "summary.csv"), lines)
   _figures(lines, config, workdir)
   text = [
       f"# UCMKD on `{config.data.name}` — report\n",
@@ -434,19 +434,13 @@ def _report(rows, config, workdir):
         f"{tables.fmt(teacher['teacher_acc_mean'], teacher['teacher_acc_std'])}"
         " %.\n",
         tables.markdown(["method"] + list(config.pairings), [
-            [m] + [_acc_cell(
-                lines, method=m, preset=preset_name,
-                pairing=(p if _reads_teacher(config.methods[m])
-                         else _ANY_PAIRING))
-                   for p in config.pairings]
+            [m] + [_acc_cell(lines, method=m, preset=preset_name,
+                             pairing=p) for p in config.pairings]
             for m in config.methods]), ""]
   points = _bound_points(lines)
   error = [100 - p["acc_mean"] for p in points]
-  rhos = {name: tables.spearman(
-      [100 - p[key] if key == "teacher_acc_mean" else p[key]
-       for p in points], error)
-          for key, name in (("teacher_acc_mean", "teacher error"),
-                            ("test_fa_mean", "FA"), ("test_la_mean", "LA"))}
+  rhos = {term: tables.spearman(x, error)
+          for term, x in bound_terms(points).items()}
   pairing = next((p for p in config.pairings if p != "paired"),
                  config.pairings[0])
   text += [
