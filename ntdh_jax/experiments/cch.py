@@ -146,8 +146,8 @@ def _pairs(rows) -> dict:
 def _feature_fn(data_json: str, teacher_json: str, student_json: str,
                 batch_size: int):
   """``(arrays, t_out, s_vars, hp, seed) -> (H₁, H₂, labels, ncjsd,
-  teacher accuracy, student accuracy)`` on the test split, jitted once per
-  configuration."""
+  teacher accuracy, student accuracy, teacher logits, student logits)`` on
+  the test split, jitted once per configuration."""
   data = common.Data(json.loads(data_json))
   t_net = common.network(json.loads(teacher_json), data.spec)
   s_net = common.network(json.loads(student_json), data.spec)
@@ -169,12 +169,12 @@ def _feature_fn(data_json: str, teacher_json: str, student_json: str,
       ncjsd = divergences.decompose(teacher_logits=t_logits,
                                     student_logits=s_logits, labels=y).ncjsd
       right = [jnp.argmax(l, axis=-1) == y for l in (t_logits, s_logits)]
-      return h1, h2, ncjsd, *right
+      return h1, h2, ncjsd, *right, t_logits, s_logits
 
-    h1, h2, ncjsd, t_right, s_right = common.batched_map(
+    h1, h2, ncjsd, t_right, s_right, t_logits, s_logits = common.batched_map(
         batch, data.n_test, batch_size)
     return (h1, h2, v.y_test, jnp.mean(ncjsd), jnp.mean(t_right),
-            jnp.mean(s_right))
+            jnp.mean(s_right), t_logits, s_logits)
 
   return data, features
 
@@ -183,7 +183,8 @@ def representations(rows, config, workdir: str, pairs) -> Iterator[dict]:
   """The teacher's and the no-KD student's test-set features of each
   (condition, seed) triple in ``pairs`` (values of ``_pairs``), one dict
   each: ``{"teacher": f32[N, D₁], "student": f32[N, D₂], "labels": i32[N],
-  "ncjsd": float, "teacher_acc", "student_acc": float}`` (the accuracies
+  "teacher_logits", "student_logits": f32[N, C], "ncjsd": float,
+  "teacher_acc", "student_acc": float}`` (the accuracies
   re-evaluated from the same pass, which the tests compare with the runs'
   own). The stored outputs (parameters) are read up front, each chunk
   once; the features are computed as they are consumed, so only one
@@ -198,10 +199,11 @@ def representations(rows, config, workdir: str, pairs) -> Iterator[dict]:
   for pair, t_out, s_out in zip(pairs, outputs[::2], outputs[1::2]):
     hp = {k: jnp.float32(pair["teacher"][f"hp.{k}"])
           for k in data.source.hparams}
-    h1, h2, labels, ncjsd, t_acc, s_acc = features(
+    h1, h2, labels, ncjsd, t_acc, s_acc, t_logits, s_logits = features(
         data.load(), t_out, s_out["variables"], hp, pair["teacher"]["seed"])
     yield {"teacher": np.asarray(h1), "student": np.asarray(h2),
-           "labels": np.asarray(labels), "ncjsd": float(ncjsd),
+           "labels": np.asarray(labels), "teacher_logits": np.asarray(t_logits),
+           "student_logits": np.asarray(s_logits), "ncjsd": float(ncjsd),
            "teacher_acc": float(t_acc), "student_acc": float(s_acc)}
 
 
