@@ -20,20 +20,20 @@ Exit status: 0 done; 2 a user error (a missing or unreadable file, not a
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Sequence
 
 import numpy as np
 
+from ntdh_jax.arrays_io import load_array
 from ntdh_jax.errors import Parser
 from ntdh_jax.errors import UserError
+from ntdh_jax.errors import naming_flags
 from ntdh_jax.errors import run_command
 from ntdh_jax.info.cch import ESTIMATORS
 from ntdh_jax.info.cch import cch_gap
 from ntdh_jax.info.cch import report
 
 PROG = "ntdh-cch"
-_NPY_MAGIC = b"\x93NUMPY"
 # flag -> (cch_gap's argument, accepted ranks, what they mean)
 _INPUTS = {"teacher": ("teacher_features", (1, 2), "[N, D1] (or [N])"),
            "student": ("student_features", (1, 2), "[N, D2] (or [N])"),
@@ -73,24 +73,10 @@ def load(flag: str, path: str) -> np.ndarray:
   """The array saved at ``path`` for ``--flag``, shape-checked; a
   ``UserError`` naming the file otherwise."""
   _, ranks, layout = _INPUTS[flag]
-  where = f"--{flag} {path}"
-  if not os.path.isfile(path):
-    raise UserError(f"{where}: no such file.")
-  try:
-    with open(path, "rb") as f:
-      magic = f.read(len(_NPY_MAGIC))
-  except OSError as e:
-    raise UserError(f"{where}: cannot read it ({e.strerror}).") from e
-  if magic != _NPY_MAGIC:
-    raise UserError(f"{where} is not a .npy file (one array saved with "
-                    "numpy.save; an .npz or text file is not).")
-  try:
-    array = np.load(path, allow_pickle=False)
-  except (ValueError, OSError) as e:
-    raise UserError(f"{where}: cannot load it as a numeric array ({e}).") from e
+  array = load_array(path, flag)
   if array.ndim not in ranks:
-    raise UserError(f"{where} holds an array of shape {array.shape}; expected "
-                    f"{layout}.")
+    raise UserError(f"--{flag} {path} holds an array of shape {array.shape}; "
+                    f"expected {layout}.")
   return array
 
 
@@ -103,10 +89,8 @@ def _run(flags) -> None:
                      base=2 if flags.bits else None)
   except (ValueError, TypeError) as e:
     # cch_gap names its arguments; say which file each one came from.
-    named = [f"{arg} is --{flag} {getattr(flags, flag)}"
-             for flag, (arg, _, _) in _INPUTS.items() if arg in str(e)]
-    raise UserError(str(e) + (f" ({'; '.join(named)})" if named else "")
-                    ) from e
+    raise naming_flags(e, {arg: f"--{flag} {getattr(flags, flag)}" for flag,
+                           (arg, _, _) in _INPUTS.items()}) from e
   sources = {flag: getattr(flags, flag) for flag in _INPUTS}
   text = report(result, sources)
   print(text, end="")

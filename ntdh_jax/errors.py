@@ -2,8 +2,9 @@
 command line reports them."""
 
 import argparse
+import re
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, Mapping, NoReturn
 
 
 class UserError(ValueError):
@@ -43,3 +44,15 @@ class Parser(argparse.ArgumentParser):
 
   def error(self, message: str) -> NoReturn:
     fail(self.prog.split()[0], f"{message} (see {self.prog} --help)")
+
+
+def naming_flags(error: Exception, flags: Mapping[str, str]) -> UserError:
+  """``error`` (a library's ValueError or TypeError, which names the
+  function's arguments) as a ``UserError`` saying where each argument it
+  names came from on the command line: ``flags`` maps an argument to e.g.
+  ``"--teacher T.npy"``, and the message gains ``(teacher_logits is
+  --teacher T.npy; ...)``."""
+  text = str(error)
+  named = [f"{arg} is {flag}" for arg, flag in flags.items()
+           if re.search(rf"\b{re.escape(arg)}\b", text)]
+  return UserError(text + (f" ({'; '.join(named)})" if named else ""))
