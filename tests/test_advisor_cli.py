@@ -10,7 +10,7 @@ file; one test runs the installed console script. ``diagnose`` itself is
 
 The runs share one set of shapes (N = 300 examples, 10 classes, 6-d
 features) and ``--bootstrap 100``, so they share compiled programs: the
-file takes about 30 s of CPU time, most of it the first ``diagnose`` (the
+file takes about 20 s of CPU time, most of it the first ``diagnose`` (the
 divergences and KSG compile once) and the console script's start.
 """
 
