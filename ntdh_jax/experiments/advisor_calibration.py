@@ -237,7 +237,9 @@ def points(rows, config, workdir: str) -> list[dict]:
                   "teacher_acc": acc["teacher"], "student_acc": acc["no_kd"],
                   **{f"gain@{r:g}": kd_acc[r] - acc["no_kd"] for r in ratios},
                   "kd_gain": kd_acc[0.0] - acc["no_kd"],
-                  **cache[_cache_key(g, d)]})
+                  # Sorted: the same columns whether computed now or read
+                  # back from the cache's JSON.
+                  **dict(sorted(cache[_cache_key(g, d)].items()))})
   return out
 
 
