@@ -62,7 +62,6 @@ from ntdh_jax import experiments
 from ntdh_jax import masks
 from ntdh_jax.errors import UserError
 from ntdh_jax.experiments import cch
-from ntdh_jax.experiments import kd
 from ntdh_jax.experiments import tables
 from ntdh_jax.train import checkpoint
 from ntdh_jax.train import stages
@@ -71,7 +70,6 @@ from ntdh_jax.train.program import RunSpec
 CACHE = "advisor_points.json"
 SIGNALS = ("ntdh", "cch", "combined")
 _STANDARD_ERRORS = 2.0  # the truth's band around 0, in standard errors
-_STATIC = ("distill", "kd_form")
 
 
 # ------------------------------------------------------------------ plan
@@ -120,41 +118,17 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
   for c in configs:
     _check(c)
     for name, p in c.parts.items():
-      fixed = _check_part(name, p)
-      optim = {"lr": p.train.lr, "momentum": p.train.momentum}
-      where = f"parts.{name}"
-      keys = {"lr": f"{where}.train.lr", "momentum": f"{where}.train.momentum",
-              p.knob: f"{where}.conditions",
-              **{k: f"{where}.fixed_knobs.{k}" for k in fixed},
-              "mask_ratio": "mask_ratios"}
-      method = p.kd.to_dict()
-      static = {k: method.pop(k) for k in _STATIC if k in method}
-      keys.update({k: f"{where}.kd.{k}" for k in method})
-      student = {**kd.stage_static(p, p.model),
-                 "teacher_model": p.teacher_model.to_dict()}
-      for value in p.conditions:
-        hp = {**optim, **fixed, p.knob: value}
-        for seed in range(p.seed, p.seed + p.num_seeds):
-          tags = {"part": name, "condition": value}
-          teacher = stages.run_spec(
-              "teacher", kd.stage_static(p, p.teacher_model), hp, seed,
-              tags={**tags, "role": "teacher"}, keys=keys)
-          needs = {"teacher": teacher.run_id}
-          specs += [
-              teacher,
-              stages.run_spec("student", {**student, "distill": "none"}, hp,
-                              seed, tags={**tags, "role": "no_kd"},
-                              keys=keys),
-              stages.run_spec("student", {**student, **static},
-                              {**hp, **method}, seed, needs=needs,
-                              tags={**tags, "role": "kd", "mask_ratio": 0.0},
-                              keys=keys)]
-          specs += [stages.run_spec(
-              "student", {**student, **static, "sample_mask": "ncjsd"},
-              {**hp, **method, "mask_ratio": r,
-               "mask_kind": masks.kind_code("true")}, seed, needs=needs,
-              tags={**tags, "role": "kd", "mask_ratio": r}, keys=keys)
-                    for r in c.mask_ratios]
+      runs = cch.study_runs(p, _check_part(name, p), prefix=f"parts.{name}.",
+                            tags={"part": name})
+      for teacher, no_kd, distilled in runs:
+        specs += [teacher, no_kd, distilled(extra_tags={"mask_ratio": 0.0})]
+        specs += [distilled(
+            extra_static={"sample_mask": "ncjsd"},
+            extra_hparams={"mask_ratio": r,
+                           "mask_kind": masks.kind_code("true")},
+            extra_tags={"mask_ratio": r},
+            extra_keys={"mask_ratio": "mask_ratios"})
+                  for r in c.mask_ratios]
   return specs
 
 

@@ -100,33 +100,55 @@ def _checked(c) -> dict:
   return fixed
 
 
+def _distilled(student, static, method, hp, seed, teacher, tags, keys,
+               extra_static=None, extra_hparams=None, extra_tags=None,
+               extra_keys=None) -> RunSpec:
+  return stages.run_spec(
+      "student", {**student, **static, **(extra_static or {})},
+      {**hp, **method, **(extra_hparams or {})}, seed,
+      needs={"teacher": teacher.run_id},
+      tags={**tags, "role": "kd", **(extra_tags or {})},
+      keys={**keys, **(extra_keys or {})})
+
+
+def study_runs(c, fixed: dict, *, prefix: str = "", tags=None):
+  """The runs of study config ``c`` (data, teacher_model, model, train,
+  knob, conditions, kd, seed, num_seeds; ``fixed`` its other knobs, checked)
+  per condition and seed: yields ``(teacher, no_kd, distilled)``, the
+  teacher's and the no-KD student's ``RunSpec`` and ``distilled(
+  extra_static=, extra_hparams=, extra_tags=, extra_keys=)``, a student
+  distilled by ``c.kd`` from that teacher with anything extra (Algorithm 2's
+  mask, say). Every run is tagged ``condition``, ``role`` and ``tags``;
+  ``prefix`` goes before the config keys named by errors."""
+  optim = {"lr": c.train.lr, "momentum": c.train.momentum}
+  keys = {"lr": f"{prefix}train.lr", "momentum": f"{prefix}train.momentum",
+          c.knob: f"{prefix}conditions",
+          **{k: f"{prefix}fixed_knobs.{k}" for k in fixed}}
+  method = c.kd.to_dict()
+  static = {k: method.pop(k) for k in _STATIC if k in method}
+  keys.update({k: f"{prefix}kd.{k}" for k in method})
+  student = {**kd.stage_static(c, c.model),
+             "teacher_model": c.teacher_model.to_dict()}
+  for value in c.conditions:
+    hp = {**optim, **fixed, c.knob: value}
+    for seed in range(c.seed, c.seed + c.num_seeds):
+      run_tags = {**(tags or {}), "condition": value}
+      teacher = stages.run_spec(
+          "teacher", kd.stage_static(c, c.teacher_model), hp, seed,
+          tags={**run_tags, "role": "teacher"}, keys=keys)
+      no_kd = stages.run_spec(
+          "student", {**student, "distill": "none"}, hp, seed,
+          tags={**run_tags, "role": "no_kd"}, keys=keys)
+      yield teacher, no_kd, functools.partial(
+          _distilled, student, static, method, hp, seed, teacher, run_tags,
+          keys)
+
+
 def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
   specs = []
   for c in configs:
-    fixed = _checked(c)
-    optim = {"lr": c.train.lr, "momentum": c.train.momentum}
-    keys = {"lr": "train.lr", "momentum": "train.momentum", c.knob:
-            "conditions", **{k: f"fixed_knobs.{k}" for k in fixed}}
-    method = c.kd.to_dict()
-    static = {k: method.pop(k) for k in _STATIC if k in method}
-    keys.update({k: f"kd.{k}" for k in method})
-    student = {**kd.stage_static(c, c.model),
-               "teacher_model": c.teacher_model.to_dict()}
-    for value in c.conditions:
-      hp = {**optim, **fixed, c.knob: value}
-      for seed in range(c.seed, c.seed + c.num_seeds):
-        tags = {"condition": value}
-        teacher = stages.run_spec(
-            "teacher", kd.stage_static(c, c.teacher_model), hp, seed,
-            tags={**tags, "role": "teacher"}, keys=keys)
-        specs += [
-            teacher,
-            stages.run_spec("student", {**student, "distill": "none"}, hp,
-                            seed, tags={**tags, "role": "no_kd"}, keys=keys),
-            stages.run_spec("student", {**student, **static},
-                            {**hp, **method}, seed,
-                            needs={"teacher": teacher.run_id},
-                            tags={**tags, "role": "kd"}, keys=keys)]
+    for teacher, no_kd, distilled in study_runs(c, _checked(c)):
+      specs += [teacher, no_kd, distilled()]
   return specs
 
 
