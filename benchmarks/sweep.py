@@ -65,11 +65,18 @@ SHARED = ("gamma", "momentum")
 TEST_ACC_TOL = 0.02
 
 
-def flops_per_run(epochs: int) -> int:
+def flops_per_run(epochs: int, segments: int = 1,
+                  distill: bool = True) -> int:
+  """Matmul FLOPs of one run (module docstring). ``segments``: evaluations
+  (one per ``eval_every`` epochs); ``distill``: a KD student, whose every
+  segment also runs the frozen teacher forward on the training and test
+  samples; ``False``: a teacher or a student without KD, whose segment
+  evaluates its own network on the test samples only."""
   forward = 2 * sum(a * b for a, b in LAYERS)
   backward = forward + 2 * sum(a * b for a, b in LAYERS[1:])
+  evaluated = N_TRAIN + 2 * N_TEST if distill else N_TEST
   return (epochs * N_TRAIN * (forward + backward)
-          + (N_TRAIN + 2 * N_TEST) * forward)
+          + segments * evaluated * forward)
 
 
 def matmul_peak(repeats: int) -> float:
