@@ -48,7 +48,9 @@ resamples of the N examples, drawn with replacement from
 ``numpy.random.default_rng(seed)``; every mean is a ratio of sums over the
 resampled examples' valid entries (the pixels of a segmentation example
 move together, as they are not independent). Intervals are percentile
-intervals at ``level``; the point is the estimate on all examples. The CCH
+intervals at ``level``; the point is the estimate on all examples. The
+resample counts are formed a block of resamples at a time, so memory does
+not grow with B·N. The CCH
 gap keeps ``cch_gap``'s own repeats (subsamples without replacement: a
 bootstrap duplicates rows, which inflates k-NN MI estimates) and interval.
 
@@ -84,6 +86,7 @@ MIN_EXAMPLES = 10  # fewer gives a bootstrap with too few distinct resamples
 # predictions): the ratio of two such is undefined, reported as NaN.
 ZERO = 1e-6
 DEFAULT_RATIOS = (0.25, 0.5)
+_WEIGHT_BLOCK = 2**24  # resample counts held at once (128 MB of float64)
 
 
 class Rule(NamedTuple):
@@ -375,10 +378,22 @@ def _row_sums(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
                                                          dtype=np.float64)
 
 
-def _resample_weights(rng, n: int, bootstrap: int) -> np.ndarray:
-  """``f64[B, N]``: how often each example is drawn in each resample."""
-  return np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
-                   for _ in range(bootstrap)]).astype(np.float64)
+def _resampled(seed: int, bootstrap: int, sums: np.ndarray) -> np.ndarray:
+  """``f64[B, M]``: the column sums of ``sums: f64[N, M]`` (per-example
+  sums) over each of the B resamples of the N examples, drawn with
+  replacement from ``default_rng(seed)``, one ``integers(0, N, N)`` per
+  resample: every call with the same seed sees the same resamples. The
+  resample counts are formed a block at a time, so memory stays near
+  ``_WEIGHT_BLOCK`` values whatever B·N."""
+  n = sums.shape[0]
+  rng = np.random.default_rng(seed)
+  block = max(1, _WEIGHT_BLOCK // n)
+  out = []
+  for start in range(0, bootstrap, block):
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
+                        for _ in range(min(block, bootstrap - start))])
+    out.append(weights.astype(np.float64) @ sums)
+  return np.concatenate(out)
 
 
 def _interval(point, samples, level) -> Interval:
@@ -465,21 +480,23 @@ def diagnose(teacher_logits, student_logits, labels, teacher_features=None,
     per_entry[f"{role}_accuracy"] = (np.argmax(z, axis=-1) == y
                                      ).astype(np.float64)
 
-  rng = np.random.default_rng(seed)
-  weights = _resample_weights(rng, n, bootstrap)
-  counts = _row_sums(np.ones(y.shape), valid)
-  total, resampled_total = counts.sum(), weights @ counts
+  names = list(per_entry)
+  sums = np.stack([_row_sums(np.ones(y.shape), valid)]
+                  + [_row_sums(per_entry[name], valid) for name in names],
+                  axis=1)
+  resampled = _resampled(seed, bootstrap, sums)
   stats, samples = {}, {}
-  for name, values in per_entry.items():
-    sums = _row_sums(values, valid)
-    samples[name] = weights @ sums / resampled_total
-    stats[name] = _interval(sums.sum() / total, samples[name], level)
+  for i, name in enumerate(names, 1):
+    samples[name] = resampled[:, i] / resampled[:, 0]
+    stats[name] = _interval(sums[:, i].sum() / sums[:, 0].sum(),
+                            samples[name], level)
   accuracy = {role: stats.pop(f"{role}_accuracy")
               for role in ("teacher", "student")}
   ratio = _interval(
       _divergence_ratio(stats["ncjsd"].value, stats["tcjsd"].value),
       _divergence_ratio(samples["ncjsd"], samples["tcjsd"]), level)
-  per_class = _per_class(per_entry, y, valid, weights, classes, level)
+  per_class = _per_class(per_entry, y, valid, seed, bootstrap, classes,
+                         level)
 
   flat = per_entry["ncjsd"].reshape(-1)
   flat_valid = valid.reshape(-1)
@@ -549,7 +566,7 @@ def _check_features(teacher_features, student_features, y, n):
   return tuple(out)
 
 
-def _per_class(per_entry, y, valid, weights, classes, level
+def _per_class(per_entry, y, valid, seed, bootstrap, classes, level
                ) -> ClassDivergence:
   n = y.shape[0]
   rows = np.broadcast_to(np.arange(n).reshape((n,) + (1,) * (y.ndim - 1)),
@@ -560,13 +577,17 @@ def _per_class(per_entry, y, valid, weights, classes, level
     return np.bincount(cells, weights=values, minlength=n * classes
                        ).reshape(n, classes)
 
-  count = sums(np.ones(len(cells)))
-  resampled = weights @ count
+  names = ("nckl", "ncjsd")
+  parts = [sums(np.ones(len(cells)))] + [
+      sums(per_entry[name][valid].astype(np.float64)) for name in names]
+  # The same resamples as the overall means (same seed, same N).
+  boots = np.split(_resampled(seed, bootstrap, np.concatenate(parts, axis=1)),
+                   len(parts), axis=1)
+  count, resampled = parts[0], boots[0]
   out = {}
-  for name in ("nckl", "ncjsd"):
-    s = sums(per_entry[name][valid].astype(np.float64))
+  for name, s, boot_sums in zip(names, parts[1:], boots[1:]):
     point = _ratio(s.sum(0), count.sum(0))
-    boot = _ratio(weights @ s, resampled)
+    boot = _ratio(boot_sums, resampled)
     tail = 100 * (1 - level) / 2
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
       # A class with no example is NaN in every resample (documented).

@@ -723,3 +723,20 @@ def test_reachable_from_the_package():
   assert {"diagnose", "Diagnosis"} <= set(ntdh_jax.__all__)
   with pytest.raises(AttributeError, match="no_such_name"):
     getattr(ntdh_jax, "no_such_name")
+
+
+def test_bootstrap_in_blocks_of_resamples_gives_the_same_intervals(
+    golden_seg, monkeypatch):
+  """Resample counts are formed a few resamples at a time (memory bounded
+  for large N·B); the blocks draw the same resamples in the same order."""
+  t, s, y, _, _ = golden_seg
+  whole = advisor.diagnose(t, s, y, ignore_label=IGNORE, bootstrap=101)
+  # 3 resamples per block, the last block of 2.
+  monkeypatch.setattr(advisor, "_WEIGHT_BLOCK", 3 * SEG_SHAPE[0] + 1)
+  blocks = advisor.diagnose(t, s, y, ignore_label=IGNORE, bootstrap=101)
+  for name in advisor.METRICS:
+    np.testing.assert_allclose(blocks.divergences[name],
+                               whole.divergences[name], rtol=1e-12)
+  np.testing.assert_allclose(blocks.per_class.ncjsd, whole.per_class.ncjsd,
+                             rtol=1e-12)
+  np.testing.assert_allclose(blocks.ratio, whole.ratio, rtol=1e-12)
