@@ -225,6 +225,12 @@ def check_rule(rule) -> None:
         f"{rule.delta_hurts} > {rule.delta_helps}.")
 
 
+def _votes(out):
+  """A vote array as ``str`` when 0-d, else an object array."""
+  out = np.asarray(out).astype(object)
+  return str(out) if out.ndim == 0 else out
+
+
 def vote(low, high, helps: float, hurts: float, larger_helps: bool):
   """One signal's vote from its interval(s): ``HELPS`` when ``[low, high]``
   lies entirely on the helping side of ``helps``, ``HURTS`` when entirely on
@@ -235,18 +241,19 @@ def vote(low, high, helps: float, hurts: float, larger_helps: bool):
     up, down = low > helps, high < hurts
   else:
     up, down = high < helps, low > hurts
-  out = np.where(up, HELPS, np.where(down, HURTS, NEUTRAL)).astype(object)
-  return str(out) if out.ndim == 0 else out
+  return _votes(np.where(up, HELPS, np.where(down, HURTS, NEUTRAL)))
 
 
-def ntdh_vote(ncjsd: Interval, kl: Interval, rule: Rule) -> str:
-  if kl.high < rule.kl_floor:
-    return NEUTRAL
-  return vote(ncjsd.low, ncjsd.high, rule.ncjsd_helps, rule.ncjsd_hurts,
-              larger_helps=False)
+def ntdh_vote(ncjsd: Interval, kl: Interval, rule: Rule):
+  """NTDH's vote (module docstring); the intervals' fields may be arrays."""
+  quiet = np.asarray(kl.high, float) < rule.kl_floor
+  return _votes(np.where(quiet, NEUTRAL, vote(
+      ncjsd.low, ncjsd.high, rule.ncjsd_helps, rule.ncjsd_hurts,
+      larger_helps=False)))
 
 
-def cch_vote(interval: Sequence[float], rule: Rule) -> str:
+def cch_vote(interval: Sequence, rule: Rule):
+  """CCH's vote on Δ's ``(low, high)`` (module docstring); arrays allowed."""
   return vote(interval[0], interval[1], rule.delta_helps, rule.delta_hurts,
               larger_helps=True)
 
@@ -286,21 +293,22 @@ def _check_finite(x, name: str) -> np.ndarray:
 
 
 def _check_inputs(teacher_logits, student_logits, labels, ignore_label):
+  """The shapes and the ignore label; ``divergences.decompose`` checks the
+  logits' values and the labels' range itself."""
   validation.check_logits_pair(teacher_logits, student_logits, min_classes=3)
-  zt = _check_finite(teacher_logits, "teacher_logits")
-  zs = _check_finite(student_logits, "student_logits")
-  if zt.ndim < 2:
+  shape = jnp.shape(teacher_logits)
+  if len(shape) < 2:
     raise ValueError(
         f"teacher_logits must be [N, C] or [N, ..., C] (one row per "
-        f"example), got shape {zt.shape}.")
+        f"example), got shape {shape}.")
   validation.check_array(labels, "labels")
   y = np.asarray(labels)
-  if y.shape != zt.shape[:-1]:
+  if y.shape != shape[:-1]:
     raise ValueError(
-        f"labels must have the logits' leading shape {zt.shape[:-1]} (one "
-        f"label per row of teacher_logits {zt.shape}), got {y.shape}.")
+        f"labels must have the logits' leading shape {shape[:-1]} (one "
+        f"label per row of teacher_logits {shape}), got {y.shape}.")
   validation.check_integer(y, "labels")
-  classes = zt.shape[-1]
+  classes = shape[-1]
   if ignore_label is None:
     valid = np.ones(y.shape, bool)
   else:
@@ -313,7 +321,6 @@ def _check_inputs(teacher_logits, student_logits, labels, ignore_label):
           f"ignore_label must lie outside [0, C) = [0, {classes}) so it "
           f"cannot be a class, got {ignore_label}.")
     valid = y != ignore_label
-  validation.check_labels(y, y.shape, classes, where=valid)
   n = y.shape[0]
   if n < MIN_EXAMPLES:
     raise ValueError(
@@ -323,7 +330,7 @@ def _check_inputs(teacher_logits, student_logits, labels, ignore_label):
     row = int(np.argmin(valid.reshape(n, -1).any(axis=1)))
     raise ValueError(f"labels: example {row} has every entry equal to "
                      f"ignore_label = {ignore_label}; drop it.")
-  return zt, zs, y, valid
+  return y, valid
 
 
 def _check_options(temperature, bootstrap, level, seed, ratios):
@@ -352,20 +359,6 @@ def _check_options(temperature, bootstrap, level, seed, ratios):
                      f"(0, 1) (the share of entries to exclude), got "
                      f"{list(ratios)}.")
   return ratios
-
-
-def live_features(h, name: str):
-  """``(h without its constant columns, how many were dropped)``: a
-  constant column carries no information (dropping it leaves every MI as
-  it is), and the MI estimators refuse one."""
-  h = np.asarray(h)
-  if h.ndim == 1:
-    h = h[:, None]
-  live = np.ptp(h, axis=0) > 0 if len(h) else np.ones(h.shape[1], bool)
-  if not live.any():
-    raise ValueError(f"{name}: every column is constant (a collapsed "
-                     "network?); its MI cannot be estimated.")
-  return h[:, live], int(np.sum(~live))
 
 
 # -- statistics --------------------------------------------------------------
@@ -465,18 +458,18 @@ def diagnose(teacher_logits, student_logits, labels, teacher_features=None,
   """
   ratios = _check_options(temperature, bootstrap, level, seed, ratios)
   check_rule(rule)
-  zt, zs, y, valid = _check_inputs(teacher_logits, student_logits, labels,
-                                   ignore_label)
-  n, classes = y.shape[0], zt.shape[-1]
+  y, valid = _check_inputs(teacher_logits, student_logits, labels,
+                           ignore_label)
+  n, classes = y.shape[0], jnp.shape(teacher_logits)[-1]
   features = _check_features(teacher_features, student_features, y, n)
 
+  # Refuses non-finite logits and labels outside [0, C) where valid.
   d = divergences.decompose(
-      teacher_logits=jnp.asarray(zt, jnp.float32),
-      student_logits=jnp.asarray(zs, jnp.float32),
-      labels=jnp.asarray(np.where(valid, y, 0), jnp.int32),
-      temperature=temperature, where=jnp.asarray(valid))
+      teacher_logits=teacher_logits, student_logits=student_logits,
+      labels=y, temperature=temperature,
+      where=None if ignore_label is None else valid)
   per_entry = {name: np.asarray(getattr(d, name)) for name in METRICS}
-  for role, z in (("teacher", zt), ("student", zs)):
+  for role, z in (("teacher", teacher_logits), ("student", student_logits)):
     per_entry[f"{role}_accuracy"] = (np.argmax(z, axis=-1) == y
                                      ).astype(np.float64)
 
@@ -484,7 +477,11 @@ def diagnose(teacher_logits, student_logits, labels, teacher_features=None,
   sums = np.stack([_row_sums(np.ones(y.shape), valid)]
                   + [_row_sums(per_entry[name], valid) for name in names],
                   axis=1)
-  resampled = _resampled(seed, bootstrap, sums)
+  class_sums = _class_sums(per_entry, y, valid, classes)
+  # One pass over the resamples for the overall and the per-class means.
+  resampled = _resampled(seed, bootstrap,
+                         np.concatenate([sums, class_sums], axis=1))
+  resampled, class_resampled = np.split(resampled, [sums.shape[1]], axis=1)
   stats, samples = {}, {}
   for i, name in enumerate(names, 1):
     samples[name] = resampled[:, i] / resampled[:, 0]
@@ -495,8 +492,7 @@ def diagnose(teacher_logits, student_logits, labels, teacher_features=None,
   ratio = _interval(
       _divergence_ratio(stats["ncjsd"].value, stats["tcjsd"].value),
       _divergence_ratio(samples["ncjsd"], samples["tcjsd"]), level)
-  per_class = _per_class(per_entry, y, valid, seed, bootstrap, classes,
-                         level)
+  per_class = _per_class(class_sums, class_resampled, level)
 
   flat = per_entry["ncjsd"].reshape(-1)
   flat_valid = valid.reshape(-1)
@@ -562,12 +558,16 @@ def _check_features(teacher_features, student_features, y, n):
           f"{name} must have shape [N, D] with N = {n} (one row per example "
           f"of the logits, in the same order), got {h.shape}.")
     _check_finite(h, name)
-    out.append(live_features(h, name))
+    out.append(cch_lib.drop_constant_columns(h, name))
   return tuple(out)
 
 
-def _per_class(per_entry, y, valid, seed, bootstrap, classes, level
-               ) -> ClassDivergence:
+_CLASS_METRICS = ("nckl", "ncjsd")
+
+
+def _class_sums(per_entry, y, valid, classes) -> np.ndarray:
+  """``f64[N, 3·C]``: each example's valid entries per class — their count,
+  NCKL sum and NCJSD sum, C columns each."""
   n = y.shape[0]
   rows = np.broadcast_to(np.arange(n).reshape((n,) + (1,) * (y.ndim - 1)),
                          y.shape)[valid]
@@ -577,18 +577,22 @@ def _per_class(per_entry, y, valid, seed, bootstrap, classes, level
     return np.bincount(cells, weights=values, minlength=n * classes
                        ).reshape(n, classes)
 
-  names = ("nckl", "ncjsd")
-  parts = [sums(np.ones(len(cells)))] + [
-      sums(per_entry[name][valid].astype(np.float64)) for name in names]
-  # The same resamples as the overall means (same seed, same N).
-  boots = np.split(_resampled(seed, bootstrap, np.concatenate(parts, axis=1)),
-                   len(parts), axis=1)
-  count, resampled = parts[0], boots[0]
+  return np.concatenate(
+      [sums(np.ones(len(cells)))]
+      + [sums(per_entry[name][valid].astype(np.float64))
+         for name in _CLASS_METRICS], axis=1)
+
+
+def _per_class(class_sums, class_resampled, level) -> ClassDivergence:
+  """Per class means and their intervals from ``_class_sums`` and its
+  resampled column sums ``f64[B, 3·C]``."""
+  count, *parts = np.split(class_sums, 3, axis=1)
+  resampled_count, *boots = np.split(class_resampled, 3, axis=1)
+  tail = 100 * (1 - level) / 2
   out = {}
-  for name, s, boot_sums in zip(names, parts[1:], boots[1:]):
+  for name, s, boot_sums in zip(_CLASS_METRICS, parts, boots):
     point = _ratio(s.sum(0), count.sum(0))
-    boot = _ratio(boot_sums, resampled)
-    tail = 100 * (1 - level) / 2
+    boot = _ratio(boot_sums, resampled_count)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
       # A class with no example is NaN in every resample (documented).
       warnings.simplefilter("ignore", RuntimeWarning)
@@ -643,5 +647,5 @@ def _evidence(stats, ratio, cch, rule, ntdh, cch_v, kept, mask_ratio,
 __all__ = ["DEFAULT_RATIOS", "DEFAULT_RULE", "ClassDivergence", "Diagnosis",
            "HELPS", "HURTS", "Interval", "METRICS", "MIN_EXAMPLES",
            "NEUTRAL", "Rule", "VERDICTS", "check_rule", "cch_vote", "combine",
-           "diagnose", "live_features", "ntdh_vote", "recommend_mask",
+           "diagnose", "ntdh_vote", "recommend_mask",
            "vote"]

@@ -241,13 +241,11 @@ def _cache_key(pair, estimator: str, mi) -> str:
 
 def _live(h, what: str):
   """``h`` without its constant columns (ReLU units dead on the whole test
-  set): they carry no information, so dropping them leaves every MI as it
-  is, and the estimators refuse them (they standardise each column)."""
-  live = np.ptp(h, axis=0) > 0
-  if not live.any():
-    raise UserError(f"{what}: every feature is constant on the test split "
-                    "(a collapsed network); its MI cannot be estimated.")
-  return h[:, live]
+  set); a ``UserError`` if every one is."""
+  try:
+    return cch_lib.drop_constant_columns(h, what)[0]
+  except ValueError as e:
+    raise UserError(f"{e} (on the test split)") from e
 
 
 def _estimate(features, estimator: str, mi, pair) -> dict:

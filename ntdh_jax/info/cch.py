@@ -410,6 +410,23 @@ def _check_scalars(repeats, subsample, seed, base, estimator) -> None:
 # -- public --------------------------------------------------------------------
 
 
+def drop_constant_columns(h, name: str) -> tuple[np.ndarray, int]:
+  """``(h f[N, D'] without its constant columns, how many were dropped)``
+  (``f[N]`` is one column). A constant column (a ReLU unit dead on every
+  row) carries no information, so dropping it leaves every MI as it is;
+  ``cch_gap`` refuses one, as its estimators standardise each column.
+  Raises ``ValueError`` naming ``name`` when every column is constant."""
+  h = np.asarray(h)
+  if h.ndim == 1:
+    h = h[:, None]
+  live = np.ptp(h, axis=0) > 0
+  if not live.any():
+    raise ValueError(f"{name}: every column is constant (a collapsed "
+                     "network?); its MI cannot be estimated.")
+  return h[:, live], int(np.sum(~live))
+
+
+
 def cch_gap(teacher_features, student_features, labels, *,
             estimator: str = "ksg", repeats: int = 5,
             subsample: float = 0.5, seed: int = 0,
@@ -548,5 +565,5 @@ def report(result: CCHResult, sources: Optional[Mapping[str, str]] = None
 
 
 __all__ = ["CCHResult", "DOES_NOT_HELP", "ESTIMATORS", "HELPS",
-           "INCONCLUSIVE", "STANDARD_ERRORS", "Term", "cch_gap", "report",
-           "verdict"]
+           "INCONCLUSIVE", "STANDARD_ERRORS", "Term", "cch_gap",
+           "drop_constant_columns", "report", "verdict"]
