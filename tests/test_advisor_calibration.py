@@ -15,6 +15,7 @@ from ntdh_jax import config as config_lib
 from ntdh_jax import experiments
 from ntdh_jax.errors import UserError
 from ntdh_jax.experiments import advisor_calibration as calib
+from ntdh_jax.experiments import tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "sweeps", "configs", "advisor_calibration.py")
@@ -57,6 +58,7 @@ def test_full_plan_has_five_runs_per_pair_and_shares_the_unblurred_digits():
     ("mask_ratios=0.25,1.0", "config.mask_ratios"),
     ("mask_ratios=0.25,0.25", "config.mask_ratios"),
     ("parts.synthetic.num_seeds=1", "config.parts.synthetic.num_seeds"),
+    ("parts.synthetic.num_seeds=0", "config.parts.synthetic.num_seeds"),
     ("parts.synthetic.knob=blur", "config.parts.synthetic.knob"),
     ("parts.digits_student_blur.conditions=0.0,99.0", "conditions"),
 ])
@@ -80,9 +82,10 @@ def test_truth_is_the_mean_gain_two_standard_errors_from_zero(gains,
 
 def _point(part, condition, seed, gain, ncjsd, delta, half=0.001):
   return {"part": part, "condition": condition, "seed": seed,
-          "kd_gain": gain, "gain@0": gain, "gain@0.25": gain - 1.0,
+          "kd_gain": gain, "gain@0.25": gain - 1.0,
           "ncjsd.value": ncjsd, "ncjsd.low": ncjsd - half,
-          "ncjsd.high": ncjsd + half, "kl.high": 1.0,
+          "ncjsd.high": ncjsd + half, "kl.value": 1.0, "kl.low": 1.0,
+          "kl.high": 1.0,
           "delta.value": delta, "delta.low": delta - half,
           "delta.high": delta + half,
           "kept_ncjsd": {"0.0": ncjsd, "0.25": ncjsd / 2}}
@@ -110,7 +113,8 @@ def test_calibration_separates_separable_points_and_validation_scores_it():
   advisor.check_rule(rule)
   assert 0.07 < rule.ncjsd_helps < 0.2 and 0.22 < rule.ncjsd_hurts < 0.4
   assert 0.02 < rule.delta_helps < 0.9 and -0.8 < rule.delta_hurts < 0.0
-  result = calib.validation(pts, conds, rule, pts)["a"]
+  result = calib.validation(pts, conds, rule, calib.verdicts(pts, rule),
+                            pts)["a"]
   assert result["majority"] == pytest.approx(1 / 3)
   for signal in calib.SIGNALS:
     assert result[signal]["accuracy"] == 1.0
@@ -147,7 +151,7 @@ def tiny(tmp_path_factory):
 
 
 def test_tiny_study_writes_report_csv_figure_and_cache(tiny):
-  workdir, base, _, _ = tiny
+  workdir, base, _, rows = tiny
   for name in ("report.md", "summary.csv", "advisor_calibration.png",
                calib.CACHE):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
@@ -168,7 +172,14 @@ def test_tiny_study_writes_report_csv_figure_and_cache(tiny):
   for line in lines:
     assert 0 <= float(line["ncjsd.value"]) <= math.log(2)
     assert float(line["ncjsd.low"]) <= float(line["ncjsd.high"])
-    assert float(line["kd_gain"]) == pytest.approx(float(line["gain@0"]))
+    # The gains are the KD students' test accuracy over the no-KD one's.
+    group = calib._groups(rows, base)[line["part"]][
+        (float(line["condition"]), int(line["seed"]))]
+    no_kd = tables.last(group["no_kd"], "test_acc")
+    for r in [0.0] + list(base.mask_ratios):
+      column = "kd_gain" if r == 0 else f"gain@{r:g}"
+      assert float(line[column]) == pytest.approx(
+          100 * (tables.last(group[("kd", r)], "test_acc") - no_kd))
     assert line["truth"] in advisor.VERDICTS
     for signal in calib.SIGNALS:
       assert line[f"vote.{signal}"] in advisor.VERDICTS

@@ -56,8 +56,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ntdh_jax import advisor
-from ntdh_jax import config as config_lib
-from ntdh_jax import data as data_lib
 from ntdh_jax import experiments
 from ntdh_jax import masks
 from ntdh_jax.errors import UserError
@@ -73,30 +71,6 @@ _STANDARD_ERRORS = 2.0  # the truth's band around 0, in standard errors
 
 
 # ------------------------------------------------------------------ plan
-
-
-def _check_part(name: str, p) -> dict:
-  """The part's fixed knobs, checked (as ``cch``'s configs)."""
-  where = f"config.parts.{name}"
-  config_lib.check_count(p, "num_seeds")
-  config_lib.check_count(p, "seed", low=0)
-  config_lib.check_nonempty(p, "conditions")
-  knobs = data_lib.get(p.data.name).hparams
-  if p.knob not in knobs:
-    raise UserError(f"{where}.knob must be a traced knob of data source "
-                    f"{p.data.name!r}: one of {sorted(knobs)}, got "
-                    f"{p.knob!r}.")
-  fixed = dict(p.fixed_knobs)
-  others = set(knobs) - {p.knob}
-  if set(fixed) != others:
-    raise UserError(f"{where}.fixed_knobs must set exactly the knobs of "
-                    f"{p.data.name!r} other than its knob, {sorted(others)}; "
-                    f"got {sorted(fixed)}.")
-  if p.num_seeds < 2:
-    raise UserError(f"{where}.num_seeds must be >= 2: the truth of a "
-                    f"condition needs the spread of its gain, got "
-                    f"{p.num_seeds}.")
-  return fixed
 
 
 def _check(c) -> None:
@@ -118,7 +92,9 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[RunSpec]:
   for c in configs:
     _check(c)
     for name, p in c.parts.items():
-      runs = cch.study_runs(p, _check_part(name, p), prefix=f"parts.{name}.",
+      # Two seeds at least: a condition's truth needs its gain's spread.
+      fixed = cch.check_study(c, f"parts.{name}.", min_seeds=2)
+      runs = cch.study_runs(p, fixed, prefix=f"parts.{name}.",
                             tags={"part": name})
       for teacher, no_kd, distilled in runs:
         specs += [teacher, no_kd, distilled(extra_tags={"mask_ratio": 0.0})]
@@ -175,8 +151,7 @@ def _diagnosis(features, d) -> dict:
   out.update({"delta.value": result.cch.gap.mean,
               "delta.low": result.cch.interval[0],
               "delta.high": result.cch.interval[1],
-              "kept_ncjsd": {str(r): v for r, v in result.kept_ncjsd.items()},
-              "dropped": list(result.dropped_features)})
+              "kept_ncjsd": {str(r): v for r, v in result.kept_ncjsd.items()}})
   return out
 
 
@@ -209,8 +184,9 @@ def points(rows, config, workdir: str) -> list[dict]:
                 for r in ratios}
       out.append({"part": part, "condition": condition, "seed": seed,
                   "teacher_acc": acc["teacher"], "student_acc": acc["no_kd"],
-                  **{f"gain@{r:g}": kd_acc[r] - acc["no_kd"] for r in ratios},
                   "kd_gain": kd_acc[0.0] - acc["no_kd"],
+                  **{f"gain@{r:g}": kd_acc[r] - acc["no_kd"]
+                     for r in config.mask_ratios},
                   # Sorted: the same columns whether computed now or read
                   # back from the cache's JSON.
                   **dict(sorted(cache[_cache_key(g, d)].items()))})
@@ -231,17 +207,23 @@ def truth(gains) -> str:
   return advisor.NEUTRAL
 
 
+def _gain(r: float) -> str:
+  """A point's column of the gain of KD with Algorithm 2's mask at ``r``."""
+  return "kd_gain" if r == 0 else f"gain@{r:g}"
+
+
 def conditions(pts) -> dict:
-  """``{(part, condition): {"truth", "gain", "gain_std", "best_ratio"}}``."""
+  """``{(part, condition): {"truth", "gain", "best_ratio", "mask_gain"}}``:
+  the truth and mean gain of plain KD, and the mean gain at each mask ratio
+  (0 = plain KD) with the best of them."""
   out = {}
   for key, ps in tables.group_by(pts, lambda p: (p["part"], p["condition"])
                                  ).items():
-    ratios = sorted(float(k.split("@")[1]) for k in ps[0] if
-                    k.startswith("gain@"))
-    mean = {r: float(np.mean([p[f"gain@{r:g}"] for p in ps])) for r in ratios}
+    ratios = [0.0] + sorted(float(k.split("@")[1]) for k in ps[0] if
+                            k.startswith("gain@"))
+    mean = {r: float(np.mean([p[_gain(r)] for p in ps])) for r in ratios}
     gains = [p["kd_gain"] for p in ps]
-    out[key] = {"truth": truth(gains), "gain": float(np.mean(gains)),
-                "gain_std": float(np.std(gains)),
+    out[key] = {"truth": truth(gains), "gain": mean[0.0],
                 "best_ratio": max(ratios, key=lambda r: (mean[r], -r)),
                 "mask_gain": mean}
   return out
@@ -250,17 +232,24 @@ def conditions(pts) -> dict:
 # ------------------------------------------------------------ the rule
 
 
+def _column(pts, name: str) -> np.ndarray:
+  return np.array([p[name] for p in pts], float)
+
+
+def _interval(pts, name: str) -> advisor.Interval:
+  return advisor.Interval(*(_column(pts, f"{name}.{e}")
+                            for e in ("value", "low", "high")))
+
+
 def _votes(pts, signal: str, helps: float, hurts: float):
+  """``signal``'s votes on every point with thresholds ``helps``, ``hurts``
+  (the advisor's own vote functions, the KL floor of ``DEFAULT_RULE``)."""
   if signal == "ntdh":
-    v = advisor.vote([p["ncjsd.low"] for p in pts],
-                     [p["ncjsd.high"] for p in pts], helps, hurts,
-                     larger_helps=False)
-    quiet = np.array([p["kl.high"] < advisor.DEFAULT_RULE.kl_floor
-                      for p in pts])
-    return np.where(quiet, advisor.NEUTRAL, v)
-  return advisor.vote([p["delta.low"] for p in pts],
-                      [p["delta.high"] for p in pts], helps, hurts,
-                      larger_helps=True)
+    rule = advisor.DEFAULT_RULE._replace(ncjsd_helps=helps, ncjsd_hurts=hurts)
+    return advisor.ntdh_vote(_interval(pts, "ncjsd"), _interval(pts, "kl"),
+                             rule)
+  rule = advisor.DEFAULT_RULE._replace(delta_helps=helps, delta_hurts=hurts)
+  return advisor.cch_vote(_interval(pts, "delta")[1:], rule)
 
 
 def verdicts(pts, rule: advisor.Rule) -> dict:
@@ -307,19 +296,18 @@ def calibrate(pts, conds) -> advisor.Rule:
 def scores(pts, calibration_pts) -> dict:
   """``{signal: f64[points]}``: larger = KD should help more; the combined
   score sums the two in units of their spread on the calibration parts."""
-  ntdh = -np.array([p["ncjsd.value"] for p in pts])
-  delta = np.array([p["delta.value"] for p in pts])
-  spread = {name: np.std(v) or 1.0 for name, v in (
-      ("ntdh", [p["ncjsd.value"] for p in calibration_pts]),
-      ("cch", [p["delta.value"] for p in calibration_pts]))}
+  ntdh, delta = -_column(pts, "ncjsd.value"), _column(pts, "delta.value")
+  spread = {name: np.std(_column(calibration_pts, column)) or 1.0
+            for name, column in (("ntdh", "ncjsd.value"),
+                                 ("cch", "delta.value"))}
   return {"ntdh": ntdh, "cch": delta,
           "combined": ntdh / spread["ntdh"] + delta / spread["cch"]}
 
 
-def validation(pts, conds, rule, calibration_pts) -> dict:
-  """Per part and signal: accuracy, the majority bar, ρ over the
-  conditions' means and over the points; plus the mask advice."""
-  votes = verdicts(pts, rule)
+def validation(pts, conds, rule, votes, calibration_pts) -> dict:
+  """Per part and signal (``votes``: ``verdicts(pts, rule)``): accuracy,
+  the majority bar, ρ over the conditions' means and over the points; plus
+  the mask advice under ``rule``."""
   score = scores(pts, calibration_pts)
   out = {}
   parts = sorted({p["part"] for p in pts}, key=[p["part"] for p in pts].index)
@@ -391,7 +379,7 @@ def _write_csv(pts, votes, conds, path: str) -> None:
   lines = []
   for i, p in enumerate(pts):
     c = conds[(p["part"], p["condition"])]
-    lines.append({k: p[k] for k in p if k not in ("kept_ncjsd", "dropped")}
+    lines.append({k: p[k] for k in p if k != "kept_ncjsd"}
                  | {"truth": c["truth"], "best_ratio": c["best_ratio"]}
                  | {f"vote.{s}": votes[s][i] for s in SIGNALS})
   tables.write_lines(path, lines)
@@ -425,8 +413,8 @@ def _report(rows, config, workdir):
   conds = conditions(pts)
   calibration_pts = [p for p in pts if p["part"] in config.calibrate_on]
   rule = calibrate(calibration_pts, conds)
-  result = validation(pts, conds, rule, calibration_pts)
   votes = verdicts(pts, rule)
+  result = validation(pts, conds, rule, votes, calibration_pts)
   parts = list(result)
   _write_csv(pts, votes, conds, os.path.join(workdir, "summary.csv"))
   figure = _figure(pts, rule, parts,

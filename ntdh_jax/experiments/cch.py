@@ -71,16 +71,35 @@ _STATIC = ("distill", "kd_form", "sample_mask")
 # ------------------------------------------------------------------ plan
 
 
-def _checked(c) -> dict:
-  """The config's knobs ``{name: value}`` besides ``c.knob``, checked."""
-  config_lib.check_count(c, "num_seeds")
-  config_lib.check_count(c, "seed", low=0)
-  config_lib.check_nonempty(c, "conditions")
+def check_study(root, prefix: str = "", min_seeds: int = 1) -> dict:
+  """The study config ``root`` (or ``root[prefix]``, ``prefix`` a dotted key
+  ending in ``.``) checked — seeds, conditions, a traced ``knob`` of its
+  data source and ``fixed_knobs`` for exactly the other knobs — and its
+  fixed knobs ``{name: value}``; errors name the full config key."""
+  c = root
+  for part in prefix.split(".")[:-1]:
+    c = c[part]
+  config_lib.check_count(root, f"{prefix}num_seeds", low=min_seeds)
+  config_lib.check_count(root, f"{prefix}seed", low=0)
+  config_lib.check_nonempty(root, f"{prefix}conditions")
   knobs = data_lib.get(c.data.name).hparams
   if c.knob not in knobs:
     raise UserError(
-        f"config.knob must be a traced knob of data source {c.data.name!r}: "
-        f"one of {sorted(knobs)}, got {c.knob!r}.")
+        f"config.{prefix}knob must be a traced knob of data source "
+        f"{c.data.name!r}: one of {sorted(knobs)}, got {c.knob!r}.")
+  fixed = dict(c.fixed_knobs)
+  others = set(knobs) - {c.knob}
+  if set(fixed) != others:
+    raise UserError(
+        f"config.{prefix}fixed_knobs must set exactly the knobs of "
+        f"{c.data.name!r} other than config.{prefix}knob, {sorted(others)}; "
+        f"got {sorted(fixed)}.")
+  return fixed
+
+
+def _checked(c) -> dict:
+  """The config's knobs ``{name: value}`` besides ``c.knob``, checked."""
+  fixed = check_study(c)
   if c.candidates not in CANDIDATES:
     raise UserError(f"config.candidates must be one of {list(CANDIDATES)}, "
                     f"got {c.candidates!r}.")
@@ -89,14 +108,6 @@ def _checked(c) -> dict:
     raise UserError(
         f"config.mi.estimators must be a non-empty list of "
         f"{sorted(cch_lib.ESTIMATORS)}, got {list(c.mi.estimators)}.")
-  fixed = dict(c.fixed_knobs)
-  wrong = sorted(set(fixed) - (set(knobs) - {c.knob}))
-  missing = sorted(set(knobs) - set(fixed) - {c.knob})
-  if wrong or missing:
-    raise UserError(
-        f"config.fixed_knobs must set exactly the knobs of {c.data.name!r} "
-        f"other than config.knob, {sorted(set(knobs) - {c.knob})}; got "
-        f"{sorted(fixed)}.")
   return fixed
 
 
