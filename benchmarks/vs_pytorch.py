@@ -434,9 +434,9 @@ def main(argv=None):
   programs = build_programs(args.epochs, eval_every)
   shortened = {k for k in ks if k > args.engine_max and short < args.epochs}
   short_programs = build_programs(short, eval_every) if shortened else None
-  data = jax.device_put(programs["teacher"].load())
-  torch_units = TorchUnits(programs, programs["teacher"].load(), args.epochs,
-                           eval_every)
+  host = programs["teacher"].load()
+  data = jax.device_put(host)
+  torch_units = TorchUnits(programs, host, args.epochs, eval_every)
   peak = sweep.matmul_peak(args.peak_repeats)
   prepared = torch_units.prepare(min(max(ks), args.torch_max), args.seed)
 
