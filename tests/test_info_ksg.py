@@ -20,7 +20,7 @@ from sklearn.feature_selection import mutual_info_regression
 
 import ntdh_jax
 from ntdh_jax import info
-from ntdh_jax.info.ksg import DEFAULT_NOISE, _ksg_nats, _first_window
+from ntdh_jax.info.ksg import DEFAULT_NOISE, _ksg_nats
 
 
 def correlated(n, d, rho, seed):
@@ -325,95 +325,10 @@ def test_ksg_keeps_topk_on_cpu():
   which made KSG ~40x slower on CPU; the compiled program must keep TopK."""
   if jax.default_backend() != "cpu":
     pytest.skip("the rewrite concerns XLA's CPU backend")
-  z = jnp.zeros((256, 2))
-  text = _ksg_nats.lower(z, dx=1, k=3, block_size=64,
-                         method="brute").compile().as_text()
+  x = jnp.zeros((256, 1))
+  text = _ksg_nats.lower(x, x, jax.random.PRNGKey(0), jnp.float32(1e-5), k=3,
+                         block_size=64).compile().as_text()
   assert "TopK" in text and " sort(" not in text
-
-
-# -- the sorted method (D_x = D_y = 1) against the brute force ----------------
-
-
-def cross(n, seed):
-  """Half the points on a vertical line, half on a horizontal one: near the
-  centre both 1-d orders are crowded with far points, so no window settles
-  those rows and the sorted method's last resort runs."""
-  rng = np.random.default_rng(seed)
-  spread, tiny = rng.standard_normal(n), 1e-3 * rng.standard_normal(n)
-  half = np.arange(n) < n // 2
-  x = np.where(half, tiny, spread).astype(np.float32)
-  return x, np.where(half, spread, tiny).astype(np.float32)
-
-
-def sorted_datasets():
-  rng = np.random.default_rng(20)
-  x, y = correlated(500, 1, 0.9, seed=21)
-  clusters = (rng.integers(0, 3, (500, 2)) * 5
-              + 0.01 * rng.standard_normal((500, 2))).astype(np.float32)
-  ties = np.round(rng.standard_normal((500, 2)), 1).astype(np.float32)
-  return {
-      "gaussian": (x[:, 0], y[:, 0]),
-      "clusters": (clusters[:, 0], clusters[:, 1]),
-      # Duplicated x and y values: the jitter leaves exact float32 ties.
-      "ties": (ties[:, 0], ties[:, 1]),
-      "cross": cross(500, seed=22),
-      "N = k + 1": (x[:4, 0], y[:4, 0]),
-      "N < 2W + 1": (x[:30, 0], y[:30, 0]),
-  }
-
-
-@pytest.mark.filterwarnings("ignore:.*rows repeat an earlier row")
-@pytest.mark.parametrize("name", list(sorted_datasets()))
-def test_sorted_method_equals_brute_force(name):
-  x, y = sorted_datasets()[name]
-  brute = info.ksg(x, y, method="brute")
-  fast = info.ksg(x, y)  # "auto": one column each
-  np.testing.assert_array_equal(fast.pointwise, brute.pointwise)
-  np.testing.assert_array_equal(fast.mean, brute.mean)
-  np.testing.assert_array_equal(info.ksg(x, y, method="sorted").pointwise,
-                                brute.pointwise)
-
-
-def test_sorted_method_equals_brute_force_for_each_k_and_block():
-  x, y = cross(300, seed=23)
-  for k in (1, 2, 7):
-    for block_size in (1, 64):
-      np.testing.assert_array_equal(
-          info.ksg(x, y, k=k, block_size=block_size).pointwise,
-          info.ksg(x, y, k=k, method="brute").pointwise)
-
-
-def test_cross_leaves_rows_to_the_last_resort():
-  """The cross data must reach the brute-force fallback, or the test above
-  would not exercise it: near the centre both windows fail."""
-  x, y = cross(500, seed=22)
-  width = _first_window(500, 3)
-  assert 4 * width < 500 - 1
-  z = np.c_[x, y]
-  z = (z - z.mean(0)) / z.std(0)
-  centre = np.argmin(np.max(np.abs(z - np.median(z, 0)), axis=1))
-  # Its k-th neighbour lies beyond the widest window in both orders.
-  joint = np.max(np.abs(z - z[centre]), axis=1)
-  eps = np.sort(joint)[3]
-  for column in (0, 1):
-    assert np.sum(np.abs(z[:, column] - z[centre, column]) < eps) > 8 * width
-
-
-def test_sorted_method_vmaps_and_traces_once():
-  xs, ys = zip(*(correlated(200, 1, rho, seed=24) for rho in (0.0, 0.5, 0.9)))
-  xs, ys = np.stack(xs)[..., 0], np.stack(ys)[..., 0]
-  batched = jax.vmap(lambda x, y: info.ksg(x, y))(xs, ys)
-  looped = [info.ksg(x, y) for x, y in zip(xs, ys)]
-  np.testing.assert_allclose(batched.pointwise,
-                             [r.pointwise for r in looped], atol=1e-6)
-
-  @jax.jit
-  @chex.assert_max_traces(n=1)
-  def estimate(x, y, key):
-    return info.ksg(x, y, key=key).mean
-
-  for seed in range(3):
-    estimate(xs[seed], ys[seed], jax.random.PRNGKey(seed))
 
 
 # -- scikit-learn --------------------------------------------------------------
@@ -466,10 +381,6 @@ def test_ksg_discrete_close_to_sklearn_mutual_info_classif():
     (lambda: info.ksg(X, Y, block_size=2.5), TypeError,
      "block_size must be an int"),
     (lambda: info.ksg(X, Y, base=-2), ValueError, "base must be"),
-    (lambda: info.ksg(X, Y, method="tree"), ValueError,
-     'method must be "auto", "brute" or "sorted"'),
-    (lambda: info.ksg(X, Y, method="sorted"), ValueError,
-     'method "sorted" needs x and y of one column each'),
     (lambda: info.ksg_discrete(X, C.astype(np.float32)), TypeError,
      "labels must be an integer"),
     (lambda: info.ksg_discrete(X, C[:59]), ValueError,

@@ -58,29 +58,10 @@ such arrays, proportional to block_size · N and never the N × N matrix:
 XLA's memory analysis on CPU gives 12 MB at D_x = D_y = 1 and 23 MB at
 D_x = D_y = 8 for N = 20,000 and the default block of 64 (about
 (2 + D/4) · block_size · N · 4 bytes, D = D_x + D_y). Time is
-O(N² · D). This brute force is ``method="brute"``, the default unless x and
-y have one column each.
-
-**The sorted method** (``method="sorted"``, the default when D_x = D_y = 1)
-gives the brute force's counts bit for bit, faster (``benchmarks/ksg.py``:
-~10× at N = 20,000 on a 2-core CPU, still slower there than scikit-learn's
-trees). Each column is sorted once. ε_i: the k-th smallest max-norm distance
-to the W neighbours on each side of i in x-order is an upper bound u; every
-point beyond the window is at least as far in x as the first one beyond it
-on its side, so when both of those x-distances are >= u, no point outside is
-strictly closer and u is exact (ties at u leave the value unchanged). The
-same in y-order; rows neither settles are tried with windows 4W wide, then
-by brute force, ``block_size`` rows at a time (``lax.while_loop`` over a
-static-size ``nonzero``). W ≈ sqrt(k · N)/2: a typical row's k-th-neighbour
-band of a 1-d marginal holds ~sqrt(k · N) points, so the windows grow with
-N and the method is O(N^1.5) on Gaussians. n_x, n_y: binary searches on the
-sorted columns with the brute force's own float32 ``|x_i − x_j|``, which is
-monotone in x_j, so the counts equal its O(N) comparisons. Both methods
-count from one standardised z computed in its own program (XLA compiles the
-standardisation differently when fused into different consumers, which can
-move z by an ulp); inside a caller's ``jit`` they are compiled together and
-may differ in a near-tie count (~1/n_x for that point), as a jitted and an
-eager call of one method may.
+O(N² · D). This brute force
+is the design for accelerators; on a CPU an O(N log N) k-d tree
+(scikit-learn, ``scipy.spatial.cKDTree``) wins at low dimension
+(``benchmarks/ksg.py``).
 
 **Bad input.** ``ValueError`` naming the argument: mismatched sample
 counts, N <= k, non-finite values, constant columns, a class with <= k
@@ -98,7 +79,6 @@ by resampling rows.
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from typing import NamedTuple, Optional
 
@@ -165,9 +145,14 @@ def _count_closer(distances, radius):
   return jnp.sum(distances <= jnp.nextafter(radius, 0.0), dtype=jnp.int32)
 
 
-def _brute_counts(x, y, k: int, block_size: int):
-  """``(n_x, n_y)``, ``int32[N]`` each, of standardised ``f32[N, Dx]``,
-  ``f32[N, Dy]``, by blockwise brute force (module docstring)."""
+@functools.partial(jax.jit, static_argnames=("k", "block_size"))
+def _ksg_nats(x, y, key, noise, *, k: int, block_size: int):
+  """Point-wise KSG in nats, ``f32[N]``, of validated ``f32[N, Dx]``,
+  ``f32[N, Dy]``; ``block_size`` <= N (callers clip it, so every block
+  size >= N shares one compiled program)."""
+  n, dx = x.shape
+  z = _standardise_and_jitter(jnp.concatenate([x, y], axis=1), key, noise)
+  x, y = z[:, :dx], z[:, dx:]
   x_t, y_t = x.T, y.T
 
   def counts(rows):
@@ -179,158 +164,7 @@ def _brute_counts(x, y, k: int, block_size: int):
     eps = _kth_smallest(jnp.maximum(dist_x, dist_y), k + 1)
     return (_count_closer(dist_x, eps) - 1, _count_closer(dist_y, eps) - 1)
 
-  return jax.lax.map(counts, (x, y), batch_size=block_size)
-
-
-# -- the sorted method (D_x = D_y = 1) -----------------------------------------
-
-
-def _first_true(sorted_v, pred, m: int, n_steps: int):
-  """``int32[m]``: for each of m queries, the first index j in [0, N] at
-  which ``pred(sorted_v[j])`` (``bool[m]`` of ``f32[m]``) holds, N if none;
-  ``pred`` must be monotone (false … false true … true) along
-  ``sorted_v``. A binary search of ``n_steps`` >= log2(N + 1) halvings."""
-  n = sorted_v.shape[0]
-  lo, hi = jnp.zeros(m, jnp.int32), jnp.full(m, n, jnp.int32)
-
-  def halve(_, bounds):
-    lo, hi = bounds
-    mid = (lo + hi) // 2
-    hit = pred(sorted_v[jnp.minimum(mid, n - 1)])
-    active = lo < hi
-    return (jnp.where(active & ~hit, mid + 1, lo),
-            jnp.where(active & hit, mid, hi))
-
-  return jax.lax.fori_loop(0, n_steps, halve, (lo, hi))[0]
-
-
-def _count_within(sorted_v, q, radius):
-  """``int32[M]``: #{j : |q − sorted_v[j]| <= radius}, i itself included,
-  with the brute force's own float32 ``|q − v|``: fl(q − v) is monotone
-  (non-increasing) in v, so {fl(q − v) <= r} and {fl(q − v) < −r} are
-  suffixes of the sorted column and the count is the difference of their
-  starts — bit-for-bit the count ``_count_closer`` makes over all N."""
-  steps, m = int(sorted_v.shape[0]).bit_length(), q.shape[0]
-  start_le = _first_true(sorted_v, lambda v: q - v <= radius, m, steps)
-  start_lt = _first_true(sorted_v, lambda v: q - v < -radius, m, steps)
-  return start_lt - start_le
-
-
-def _window_kth(order, rows, a, b, k: int, window: int):
-  """The k-th smallest max-norm distance from each of ``rows`` (``int[M]``,
-  original indices) to its ``window`` neighbours on each side in one
-  column's sorted order, and whether that value is exact.
-
-  ``order`` is the ``(perm, pos)`` pair of that order; ``a``, ``b`` the
-  sorting column and the other one, ``f32[N]`` in original row order. Every
-  point outside the window is at least as far in ``a`` as the first one
-  beyond it on its side (the order is sorted), so when both those
-  ``a``-distances are >= the window's k-th distance u, no outside point is
-  strictly closer than u and u is the k-th neighbour distance over all N
-  (ties at u do not change the value)."""
-  perm, pos = order
-  n = a.shape[0]
-  a_s, b_s = a[perm], b[perm]
-  p = pos[rows]
-  qa, qb = a[rows], b[rows]
-  offsets = np.r_[-window:0, 1:window + 1]
-  j = p[:, None] + offsets
-  inside = (j >= 0) & (j < n)
-  j = jnp.clip(j, 0, n - 1)
-  joint = jnp.maximum(jnp.abs(qa[:, None] - a_s[j]),
-                      jnp.abs(qb[:, None] - b_s[j]))
-  u = _kth_smallest(jnp.where(inside, joint, jnp.inf), k)
-
-  def clear(beyond):
-    out = (beyond < 0) | (beyond >= n)
-    return out | (jnp.abs(qa - a_s[jnp.clip(beyond, 0, n - 1)]) >= u)
-
-  return u, clear(p - window - 1) & clear(p + window + 1)
-
-
-def _refine(eps, pending, fn, capacity: int):
-  """Runs ``fn`` (rows ``int[M]`` -> value ``f32[M]``, exact ``bool[M]``)
-  once on every pending row, ``capacity`` rows at a time (a static-size
-  ``nonzero``), and stores the exact values; returns ``(eps, pending)``
-  with the rows it could not settle still pending."""
-  n = eps.shape[0]
-
-  def step(state):
-    eps, pending, todo = state
-    picked = jnp.nonzero(todo, size=capacity, fill_value=n)[0]
-    value, exact = fn(jnp.minimum(picked, n - 1))
-    settled = jnp.where(exact, picked, n)  # index n: dropped
-    return (eps.at[settled].set(value, mode="drop"),
-            pending.at[settled].set(False, mode="drop"),
-            todo.at[picked].set(False, mode="drop"))
-
-  eps, pending, _ = jax.lax.while_loop(
-      lambda state: jnp.any(state[2]), step, (eps, pending, pending))
-  return eps, pending
-
-
-def _sorted_counts(x, y, k: int, block_size: int):
-  """``(n_x, n_y)``, ``int32[N]`` each, of standardised ``f32[N]`` columns:
-  the brute force's counts in O(N log N + N · window) (module docstring)."""
-  n = x.shape[0]
-  orders = []
-  for v in (x, y):
-    perm = jnp.argsort(v)
-    orders.append((perm, jnp.zeros(n, jnp.int32).at[perm].set(
-        jnp.arange(n, dtype=jnp.int32))))
-
-  def windows(width):
-    def kth(rows):
-      u_x, exact_x = _window_kth(orders[0], rows, x, y, k, width)
-      u_y, exact_y = _window_kth(orders[1], rows, y, x, k, width)
-      # Where one order's value is exact it is the smaller of the two (the
-      # other is an upper bound of the same k-th distance).
-      return jnp.minimum(u_x, u_y), exact_x | exact_y
-    return kth
-
-  def brute(rows):
-    joint = jnp.maximum(jnp.abs(x[rows, None] - x), jnp.abs(y[rows, None] - y))
-    return _kth_smallest(joint, k + 1), jnp.ones(rows.shape, bool)
-
-  width = _first_window(n, k)
-  eps, exact = windows(width)(jnp.arange(n))
-  eps = jnp.where(exact, eps, jnp.inf)
-  if 4 * width < n - 1:
-    eps, pending = _refine(eps, ~exact, windows(4 * width), max(1, n // 8))
-    eps, _ = _refine(eps, pending, brute, block_size)
-  elif width < n - 1:
-    eps, _ = _refine(eps, ~exact, brute, block_size)
-  radius = jnp.nextafter(eps, 0.0)
-  return tuple(_count_within(v[perm], v, radius) - 1
-               for v, (perm, _) in zip((x, y), orders))
-
-
-def _first_window(n: int, k: int) -> int:
-  """Neighbours per side of the sorted method's first pass: about half the
-  ~sqrt(k · N) points that share a typical k-th-neighbour band of a 1-d
-  marginal (measured on Gaussians; the band is what the window must span)."""
-  return min(n - 1, max(k, math.isqrt(k * n) // 2))
-
-
-# Its own program: XLA compiles the standardisation differently when it is
-# fused into different consumers (z moved by an ulp and flipped a near-tie
-# neighbour count at N = 20,000), so ksg's two methods take z from here to
-# count from the same float32 values.
-_prepared = jax.jit(_standardise_and_jitter)
-
-
-@functools.partial(jax.jit,
-                   static_argnames=("dx", "k", "block_size", "method"))
-def _ksg_nats(z, *, dx: int, k: int, block_size: int, method: str):
-  """Point-wise KSG in nats, ``f32[N]``, of prepared ``f32[N, Dx + Dy]``
-  (x's ``dx`` columns first); ``block_size`` <= N (callers clip it, so
-  every block size >= N shares one compiled program); ``method`` "brute"
-  or "sorted" (D_x = D_y = 1), which give the same counts of the same z."""
-  n = z.shape[0]
-  if method == "sorted":
-    n_x, n_y = _sorted_counts(z[:, 0], z[:, 1], k, block_size)
-  else:
-    n_x, n_y = _brute_counts(z[:, :dx], z[:, dx:], k, block_size)
+  n_x, n_y = jax.lax.map(counts, (x, y), batch_size=block_size)
   return (digamma(jnp.float32(k)) + digamma(jnp.float32(n))
           - digamma(n_x + 1.0) - digamma(n_y + 1.0))
 
@@ -419,20 +253,6 @@ def _check_options(k, noise, key, block_size, base) -> None:
   units.check_base(base)
 
 
-def _check_method(method, one_column: bool) -> str:
-  """``ksg``'s ``method`` resolved to "brute" or "sorted"."""
-  if method not in ("auto", "brute", "sorted"):
-    raise ValueError(
-        f'method must be "auto", "brute" or "sorted", got {method!r}.')
-  if method == "sorted" and not one_column:
-    raise ValueError(
-        'method "sorted" needs x and y of one column each (D_x = D_y = 1); '
-        'use "brute" or "auto" for more.')
-  if method == "auto":
-    return "sorted" if one_column else "brute"
-  return method
-
-
 def _check_enough(n: int, k: int, name: str) -> None:
   if n <= k:
     raise ValueError(
@@ -466,13 +286,12 @@ def _key(key):
 
 def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
         noise: float = DEFAULT_NOISE, key: Optional[jax.Array] = None,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        method: str = "auto") -> KSGResult:
+        block_size: int = DEFAULT_BLOCK_SIZE) -> KSGResult:
   """I(X; Y) by KSG algorithm 1 (Kraskov et al. 2004), nats by default.
 
   See the module docstring for the estimator, preprocessing, precision and
-  memory. Pure and jit/vmap-able (``k``, ``block_size``, ``base`` and
-  ``method`` are static); eager calls reuse one compiled program per shape and ``k``. Not
+  memory. Pure and jit/vmap-able (``k``, ``block_size`` and ``base`` are
+  static); eager calls reuse one compiled program per shape and ``k``. Not
   differentiable: the estimate is a function of neighbour counts.
 
   Args:
@@ -483,13 +302,8 @@ def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
     base: ``None`` for nats, 2 for bits.
     noise: jitter scale in standard deviations of each column, > 0.
     key: PRNG key of the jitter; ``None`` means ``jax.random.PRNGKey(0)``.
-    block_size: query rows per block of the brute force (and of the sorted
-      method's last resort); temporary memory grows with block_size · N
-      (module docstring).
-    method: "auto" (the default): "sorted" when x and y have one column
-      each, else "brute"; "brute": the blockwise O(N²) search; "sorted":
-      the exact sorted search of one-column x and y. Both give the same
-      estimate, bit for bit.
+    block_size: query rows per block; temporary memory grows with
+      block_size · N (module docstring).
 
   Returns:
     ``KSGResult(mean=f32[], pointwise=f32[N])``. The estimate has KSG's
@@ -499,8 +313,7 @@ def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
 
   Raises:
     ValueError: naming ``x`` or ``y``: different N, N <= k, a non-finite
-      entry, a constant column; or a bad option (``method`` "sorted" with
-      more than one column included).
+      entry, a constant column; or a bad option.
     TypeError: ``x`` or ``y`` not a floating array.
 
   Warns:
@@ -514,18 +327,13 @@ def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
         f"x and y must have the same number of samples N (paired rows), got "
         f"{n} and {jnp.shape(y)[0]}.")
   _check_options(k, noise, key, block_size, base)
-  one_column = all(jnp.ndim(v) == 1 or jnp.shape(v)[1] == 1 for v in (x, y))
-  method = _check_method(method, one_column)
   _check_enough(n, k, "x")
   check_values(x, "x")
   check_values(y, "y")
   warn_duplicates((x, y), "ksg(x, y)")
   pointwise = units.in_base(
-      _ksg_nats(_prepared(jnp.concatenate([_as_columns(x), _as_columns(y)],
-                                          axis=1), _key(key),
-                          jnp.float32(noise)),
-                dx=_as_columns(x).shape[1], k=k,
-                block_size=min(block_size, n), method=method), base)
+      _ksg_nats(_as_columns(x), _as_columns(y), _key(key),
+                jnp.float32(noise), k=k, block_size=min(block_size, n)), base)
   return KSGResult(jnp.mean(pointwise), pointwise)
 
 
