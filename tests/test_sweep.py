@@ -147,6 +147,28 @@ def test_no_retrace_across_chunks(reference):
                               for piece in ("init", "segment", "finish")}
 
 
+def test_each_advance_reuses_the_carry_it_replaces(monkeypatch, tmp_path):
+  """The carry is donated to every advance call: a chunk never holds its
+  old and its new state at once (the digits study's peak memory)."""
+  replaced = []
+  advance = sweep._Group.advance
+
+  def watched(self, segments):
+    call = advance(self, segments)
+
+    def run(data, carry, hp):
+      out = call(data, carry, hp)
+      replaced.append(jax.tree.leaves(carry))
+      return out
+    return run
+
+  monkeypatch.setattr(sweep._Group, "advance", watched)
+  _sweep(tmp_path, tp.specs(teacher_lrs=(0.5,), student_lrs=(0.1,),
+                            alphas=(0.5,), seeds=(0,)))
+  assert replaced and all(x.is_deleted() for leaves in replaced
+                          for x in leaves)
+
+
 def test_padding_never_reaches_the_results(reference):
   assert len(_lines(reference.workdir)) == 18
   teachers = [r for r in reference.rows.values() if r["stage"] == "teacher"]

@@ -72,7 +72,7 @@ def on_device(tree: Any, device: jax.Device) -> Any:
   return _PLACED[key][1]
 
 
-def map_shards(fn: Callable, mesh: Mesh) -> Callable:
+def map_shards(fn: Callable, mesh: Mesh, donate_argnums=()) -> Callable:
   """``fn`` on stacked global arrays, run shard by shard on their devices.
 
   ``fn(shared, *stacked)`` maps arrays ``[n, ...]`` to arrays ``[n, ...]``
@@ -80,7 +80,10 @@ def map_shards(fn: Callable, mesh: Mesh) -> Callable:
   placed once on each device (``on_device``) and passed whole, unmapped.
   Each device of this process runs the same single-device executable of
   ``fn`` on its own shard; the results are assembled into global arrays
-  sharded over ``sweep`` again.
+  sharded over ``sweep`` again. The stacked arguments at ``donate_argnums``
+  (0 = the first after ``shared``) are donated: their buffers may hold the
+  outputs, so a caller that replaces them (a chunk's carry) never holds two
+  copies; they are invalid after the call.
 
   Why not one SPMD program (``jit`` over the mesh, or ``shard_map``): XLA
   compiles a partitioned program differently from a single-device one
@@ -88,7 +91,7 @@ def map_shards(fn: Callable, mesh: Mesh) -> Callable:
   on the device count. Here they do not. The price is one XLA compile per
   local device (run in parallel; tracing happens once).
   """
-  jitted = jax.jit(fn)
+  jitted = jax.jit(fn, donate_argnums=tuple(1 + i for i in donate_argnums))
   sharding = stacked(mesh)
   devices = [d for d in mesh.devices.flat
              if d.process_index == jax.process_index()]
@@ -103,9 +106,13 @@ def map_shards(fn: Callable, mesh: Mesh) -> Callable:
                                                     list(parts))
 
   def call(shared, *args):
+    # Every shard is taken before any call: donating one device's shard
+    # deletes the global array it belongs to.
+    shards = {device: jax.tree.map(shard_on(device), args)
+              for device in devices}
+
     def on(device):
-      return jitted(on_device(shared, device),
-                    *jax.tree.map(shard_on(device), args))
+      return jitted(on_device(shared, device), *shards[device])
     # The first device traces; the others only compile, concurrently (XLA
     # releases the GIL), then every later call just dispatches.
     first = on(devices[0])

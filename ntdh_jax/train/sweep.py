@@ -238,8 +238,9 @@ class _Group:
     compiled once per distinct ``segments`` (at most two: the call size and a
     remainder)."""
     if segments not in self._advance:
+      # The carry is donated: run_chunk replaces it with the output.
       self._advance[segments] = sharding.map_shards(
-          self._advance_fn(segments), self.mesh)
+          self._advance_fn(segments), self.mesh, donate_argnums=(0,))
     return self._advance[segments]
 
   def inputs(self, chunk, rows, workdir):
