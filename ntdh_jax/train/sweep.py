@@ -67,6 +67,8 @@ takes part in the (collective) orbax saves; only process 0 writes
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import hashlib
 import json
@@ -282,6 +284,24 @@ class _Group:
           f"Outputs of run {run.needs_dict[role]} ({directory}) do not fit "
           f"the input_spec[{role!r}] of run {run.run_id} (stage "
           f"{run.stage!r}): {e}") from e
+
+
+_LIBC_NAME = ctypes.util.find_library("c")
+_MALLOC_TRIM = (getattr(ctypes.CDLL(_LIBC_NAME), "malloc_trim", None)
+                if _LIBC_NAME else None)
+
+
+def _release_freed_memory() -> None:
+  """Hands the heap's free pages back to the OS (glibc's ``malloc_trim``).
+
+  Each chunk frees its state, but glibc keeps freed pages for later
+  allocations, and allocations of other sizes land elsewhere: without this a
+  long sweep's resident memory grew program by program (the digits study
+  from 0.9 to 3 GB over its Table II programs, with no live arrays left
+  between them). A no-op where the C library is not glibc.
+  """
+  if _MALLOC_TRIM is not None:
+    _MALLOC_TRIM(0)
 
 
 def _check_needs(group: Sequence[RunSpec], program: Program) -> None:
@@ -631,6 +651,7 @@ def _run(specs, workdir, build_program, chunk_size, segments_per_call,
           bar.update(len(new))
           bar.set_postfix_str(stage)
           _remove(os.path.join(workdir, CHUNKS, cid))
+          _release_freed_memory()
   # Also clears checkpoints of chunks killed after their rows were written.
   _remove(os.path.join(workdir, CHUNKS))
   return [rows[s.run_id] for s in specs]
