@@ -1,7 +1,7 @@
 """Algorithm 1's permutation importance: batched vs a Python loop, side by side.
 
     python benchmarks/permutation_importance.py [--n 6000] [--d 50] [--m 10]
-        [--unit-batches 10,50] [--batch 50] [--no-all-at-once]
+        [--unit-batches 10,50] [--no-all-at-once]
         [--digits-repeats 10] [--digits-size 8] [--digits-loop-repeats 1]
         [--digits-unit-batch 2] [--digits-rounds 2] [--digits-fc-repeats 1]
         [--digits-fc-hidden 1024,256] [--digits-fc-unit-batch 10]
@@ -50,16 +50,13 @@ rows (the student logits and labels of those rows sliced at ``rows[0]``), as
   per repeat (``jax.random.permutation(fold_in(key, m), n)``, one at a
   time, unlike the library's vmapped draw), then a jitted score per column.
   It computes the shared rows' matrix, which is checked against it.
-* ``prototype``: the same scores from the same permutations, bit for bit, but
-  each ``jax.random.permutation`` round's stable key-value sort is replaced
-  by two single-operand ``uint32`` sorts (an LSD radix sort on words packing
-  a key digit above the element's position, which XLA:CPU sorts about 5x
-  faster), in ``lax.map`` blocks of ``--batch`` scores over all rows: the
-  library at ``unit_batch = --batch`` but for the sort.
-* ``floor``: the M·D permutations alone, made as the prototype makes them:
+* ``draws``: the M·D permutations alone, drawn as the library draws them
+  (``masks._permutation``: ``jax.random.permutation``'s rounds and keys,
+  each round's key–value sort replaced by two single-operand ``uint32``
+  sorts of an LSD radix sort, which XLA:CPU runs about 5x faster):
   what any implementation drawing these permutations pays at least here;
-  ``jax.random.permutation``: the same permutations drawn as the library
-  draws them, alone (both vmapped over all M·D at once).
+  ``jax.random.permutation``: the same permutations drawn by it, alone
+  (both vmapped over all M·D at once), checked equal.
 * ``scores alone``: the M·D scores with no random permutation (column j
   replaced by itself shifted one row down), in ``lax.map`` steps of 10 as
   the library takes them: what any implementation evaluating the score M·D
@@ -117,7 +114,7 @@ layer would be three quarters.
 
 Checks every implementation gives the loop's matrix (allclose 1e-6, the
 first-layer rows rtol 1e-5; the shared rows the shared loop's) and the
-prototype's permutations equal ``jax.random.permutation``'s. Prints the
+library's draws equal ``jax.random.permutation``'s. Prints the
 times, loop / each (goal: the library >= 10x) and the temp memory, and the
 unpermuted baseline (``masks.mean_score``). ``--no-synthetic`` runs the
 digits parts only.
@@ -137,41 +134,9 @@ from ntdh_jax import divergences
 from ntdh_jax import masks
 from ntdh_jax import models
 
-ROUND_EXPONENT = 3  # jax.random.permutation's rounds: 2^(32·rounds) >= n^3
 # first_layer's h + Δ·W[j] against the loop's x' @ W: float32 rounding of a
 # different order (measured: relative differences ~2e-7 at n = 6000).
 FIRST_LAYER_RTOL = 1e-5
-
-
-def stable_argsort_u32(bits):
-  """``argsort(bits, stable=True)`` of ``u32[n]`` by single-operand sorts.
-
-  Each pass sorts words ``digit << p | position`` (p bits hold a position),
-  all distinct, so the sort is stable; digits are taken from the low bits up
-  (LSD radix), ``ceil(32 / (32 - p))`` passes, two for n <= 65536.
-  """
-  n = bits.shape[0]
-  p = max(1, (n - 1).bit_length())
-  width = 32 - p
-  positions = jnp.arange(n, dtype=jnp.uint32)
-  order = jnp.arange(n, dtype=jnp.int32)
-  for shift in range(0, 32, width):
-    digit = (bits[order] >> shift) & jnp.uint32((1 << width) - 1)
-    words = jax.lax.sort((digit << p) | positions)
-    order = order[(words & jnp.uint32((1 << p) - 1)).astype(jnp.int32)]
-  return order
-
-
-def fast_permutation(key, n: int):
-  """``jax.random.permutation(key, n)``, same rounds and keys, faster sorts."""
-  rounds = int(np.ceil(ROUND_EXPONENT * np.log(max(1, n))
-                       / np.log(np.iinfo(np.uint32).max)))
-  order = jnp.arange(n)
-  for _ in range(rounds):
-    key, subkey = jax.random.split(key)
-    order = order[stable_argsort_u32(
-        jax.random.bits(subkey, (n,), jnp.uint32))]
-  return order
 
 
 def permutation_key(key, m, j):
@@ -181,21 +146,6 @@ def permutation_key(key, m, j):
 def grid(m: int, d: int):
   """Every (repeat, column) pair, repeat-major, as two ``i32[m·d]``."""
   return jnp.repeat(jnp.arange(m), d), jnp.tile(jnp.arange(d), m)
-
-
-def prototype_importance(score_fn, x, key, m: int, batch: int):
-  """``masks.permutation_importance`` with ``fast_permutation``, in blocks
-  of ``batch`` (repeat, column) pairs, all rows at once."""
-  n, d = x.shape
-  rows = jnp.arange(n, dtype=jnp.int32)
-
-  def permuted_score(mj):
-    perm = fast_permutation(permutation_key(key, *mj), n)
-    return jnp.mean(score_fn(
-        x.at[:, mj[1]].set(jnp.take(x[:, mj[1]], perm)), rows))
-
-  return jax.lax.map(permuted_score, grid(m, d),
-                     batch_size=batch).reshape(m, d)
 
 
 def permute_unit(x, perm, j):
@@ -371,12 +321,8 @@ def synthetic(args):
 
     return jax.lax.map(score, jnp.arange(m * d), batch_size=10).reshape(m, d)
 
-  def prototype(t_params, s_params, x_t, x_s, y, key):
-    return prototype_importance(score_fn(t_params, s_params, x_s, y), x_t,
-                                key, m, args.batch)
-
   def permutations(key, fast):
-    make = fast_permutation if fast else jax.random.permutation
+    make = masks._permutation if fast else jax.random.permutation
     return jax.vmap(lambda i, j: make(permutation_key(key, i, j), n))(
         *grid(m, d))
 
@@ -397,8 +343,7 @@ def synthetic(args):
               for name, static in variants.items()}
   loop_calls = loops(score_fn, data, m, d)
   compiled.update({name: c for name, (_, c) in loop_calls.items()})
-  compiled["prototype"] = compile_(prototype, *data)
-  compiled["floor"] = compile_(permutations, key, static={"fast": True})
+  compiled["draws"] = compile_(permutations, key, static={"fast": True})
   compiled["permutations"] = compile_(permutations, key,
                                       static={"fast": False})
   compiled["scores alone"] = compile_(scores_alone, *data[:5])
@@ -409,16 +354,15 @@ def synthetic(args):
   calls = {name: functools.partial(c, *data) for name, c in compiled.items()
            if name.startswith("library")}
   calls.update({name: call for name, (call, _) in loop_calls.items()})
-  calls["prototype"] = functools.partial(compiled["prototype"], *data)
-  calls["floor"] = functools.partial(compiled["floor"], key)
+  calls["draws"] = functools.partial(compiled["draws"], key)
   calls["permutations"] = functools.partial(compiled["permutations"], key)
   for name in ("scores alone", "scores after first alone"):
     calls[name] = functools.partial(compiled[name], *data[:5])
   timed = best_times(calls, args.repeats)
   out = {name: o for name, (_, o) in timed.items()}
-  np.testing.assert_array_equal(out["floor"], out["permutations"])
+  np.testing.assert_array_equal(out["draws"], out["permutations"])
   for name in timed:
-    if name.startswith("library") or name == "prototype":
+    if name.startswith("library"):
       want = "loop, shared" if "shared" in name else "loop"
       # The first layer's rank-1 update rounds differently from x' @ W.
       tolerance = FIRST_LAYER_RTOL if "first layer" in name else 1e-6
@@ -437,9 +381,8 @@ def synthetic(args):
              else "")) for name, s in variants.items()},
       "loop": "loop over (m, j), jitted single score",
       "loop, shared": f"loop over (m, j), shared permutations ({m} draws)",
-      "prototype": f"prototype: radix-sorted permutations, blocks of "
-                   f"{args.batch}",
-      "floor": f"its {m * d} permutations alone (floor)",
+      "draws": f"its {m * d} permutations alone, as the library draws them "
+               f"(floor)",
       "permutations": f"jax.random.permutation x {m * d} alone",
       "scores alone": f"the {m * d} scores alone, no permutation (floor)",
       "scores after first alone": f"the {m * d} scores from the first "
@@ -625,8 +568,6 @@ def main():
                       help="library: unit_batch values, comma-separated")
   parser.add_argument("--row-batch", type=int, default=None,
                       help="library: row_batch (default: the library's)")
-  parser.add_argument("--batch", type=int, default=50,
-                      help="prototype: scores per lax.map block")
   parser.add_argument("--all-at-once", default=True,
                       action=argparse.BooleanOptionalAction,
                       help="also time one vmap over all M·D copies")

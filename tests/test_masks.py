@@ -87,6 +87,27 @@ def _importance_of(x, unit_batch=15, row_batch=None, permutations="per_unit"):
                      permutations=permutations)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 24, 1347, 65536, 65537])
+def test_the_draws_are_jax_random_permutation_bit_for_bit(n):
+  """The radix-sorted draw gives jax.random.permutation's permutation, so
+  importances, masks and every result built on them are unchanged; 65,537
+  rows need three radix passes instead of two."""
+  keys = jax.random.split(jax.random.key(n), 3)
+  got = jax.jit(jax.vmap(masks._permutation, in_axes=(0, None)),
+                static_argnums=1)(keys, n)
+  want = jax.vmap(jax.random.permutation, in_axes=(0, None))(keys, n)
+  np.testing.assert_array_equal(got, want)
+  legacy = jax.random.PRNGKey(n)
+  np.testing.assert_array_equal(masks._permutation(legacy, n),
+                                jax.random.permutation(legacy, n))
+
+
+def test_stable_argsort_keeps_the_order_of_equal_keys():
+  keys = jnp.asarray([3, 1, 3, 0, 1, 3, 2**32 - 1, 0], jnp.uint32)
+  np.testing.assert_array_equal(masks._stable_argsort_u32(keys),
+                                np.argsort(np.asarray(keys), kind="stable"))
+
+
 def test_permutation_importance_equals_float64_double_loop():
   """Algorithm 1's double loop over repeats and columns, same permutations."""
   fast = _importance_of(_X)
