@@ -68,8 +68,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -286,9 +286,14 @@ class _Group:
           f"{run.stage!r}): {e}") from e
 
 
-_LIBC_NAME = ctypes.util.find_library("c")
-_MALLOC_TRIM = (getattr(ctypes.CDLL(_LIBC_NAME), "malloc_trim", None)
-                if _LIBC_NAME else None)
+@functools.cache
+def _malloc_trim():
+  """glibc's ``malloc_trim``, or ``None`` where the C library has none;
+  looked up on first use, not at import."""
+  try:
+    return ctypes.CDLL(None).malloc_trim  # the process's own C library
+  except (AttributeError, OSError, TypeError):  # not glibc; Windows
+    return None
 
 
 def _release_freed_memory() -> None:
@@ -300,8 +305,9 @@ def _release_freed_memory() -> None:
   from 0.9 to 3 GB over its Table II programs, with no live arrays left
   between them). A no-op where the C library is not glibc.
   """
-  if _MALLOC_TRIM is not None:
-    _MALLOC_TRIM(0)
+  trim = _malloc_trim()
+  if trim is not None:
+    trim(0)
 
 
 def _check_needs(group: Sequence[RunSpec], program: Program) -> None:
