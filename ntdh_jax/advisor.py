@@ -566,8 +566,9 @@ _CLASS_METRICS = ("nckl", "ncjsd")
 
 
 def _class_sums(per_entry, y, valid, classes) -> np.ndarray:
-  """``f64[N, 3·C]``: each example's valid entries per class — their count,
-  NCKL sum and NCJSD sum, C columns each."""
+  """``f64[N, (1 + len(_CLASS_METRICS))·C]``: each example's valid entries
+  per class — their count, then their sum of each of ``_CLASS_METRICS``, C
+  columns each."""
   n = y.shape[0]
   rows = np.broadcast_to(np.arange(n).reshape((n,) + (1,) * (y.ndim - 1)),
                          y.shape)[valid]
@@ -585,9 +586,10 @@ def _class_sums(per_entry, y, valid, classes) -> np.ndarray:
 
 def _per_class(class_sums, class_resampled, level) -> ClassDivergence:
   """Per class means and their intervals from ``_class_sums`` and its
-  resampled column sums ``f64[B, 3·C]``."""
-  count, *parts = np.split(class_sums, 3, axis=1)
-  resampled_count, *boots = np.split(class_resampled, 3, axis=1)
+  resampled column sums ``f64[B, (1 + len(_CLASS_METRICS))·C]``."""
+  columns = 1 + len(_CLASS_METRICS)  # the count, then each metric's sum
+  count, *parts = np.split(class_sums, columns, axis=1)
+  resampled_count, *boots = np.split(class_resampled, columns, axis=1)
   tail = 100 * (1 - level) / 2
   out = {}
   for name, s, boot_sums in zip(_CLASS_METRICS, parts, boots):

@@ -426,7 +426,6 @@ def drop_constant_columns(h, name: str) -> tuple[np.ndarray, int]:
   return h[:, live], int(np.sum(~live))
 
 
-
 def cch_gap(teacher_features, student_features, labels, *,
             estimator: str = "ksg", repeats: int = 5,
             subsample: float = 0.5, seed: int = 0,
