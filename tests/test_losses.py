@@ -317,7 +317,8 @@ def test_crd_gradients_reach_embeddings_not_memory():
     np.testing.assert_array_equal(leaf, 0.0)
 
 
-def test_crd_scores_in_blocks_equal_one_gather_bit_for_bit_in_less_memory():
+def test_crd_scores_in_blocks_equal_one_gather_bit_for_bit_in_less_memory(
+    monkeypatch):
   """The contrast scores, gathered a block of examples at a time and again
   in the backward pass, give the single gather's loss, gradients and banks
   bit for bit, for a vmapped block of runs, in a fraction of its memory."""
@@ -332,18 +333,16 @@ def test_crd_scores_in_blocks_equal_one_gather_bit_for_bit_in_less_memory():
       [idx[..., None], rng.integers(0, n_data, (runs, n, k))], -1)
   args = (state, unit(runs, n, feat), unit(runs, n, feat), idx, cidx)
 
-  def step(scores):
-    def one(st, v_s, v_t, i, c):
-      def loss(a, b):
-        with pytest.MonkeyPatch.context() as patch:
-          patch.setattr(contrastive, "_contrast_scores", scores)
-          return losses.crd_loss(st, a, b, i, c)
-      return jax.value_and_grad(loss, (0, 1), has_aux=True)(v_s, v_t)
-    return jax.jit(jax.vmap(one)).lower(*args).compile()
+  def one(st, v_s, v_t, i, c):
+    loss = lambda a, b: losses.crd_loss(st, a, b, i, c)
+    return jax.value_and_grad(loss, (0, 1), has_aux=True)(v_s, v_t)
 
-  one_gather = step(lambda memory, c, e: jnp.einsum("nkd,nd->nk", memory[c],
-                                                    e))
-  blocked = step(contrastive._contrast_scores)
+  step = lambda: jax.jit(jax.vmap(one)).lower(*args).compile()
+  blocked = step()
+  # crd_loss as it was: one gather of every example's K+1 rows.
+  monkeypatch.setattr(contrastive, "_contrast_scores", lambda memory, c, e:
+                      jnp.einsum("nkd,nd->nk", memory[c], e))
+  one_gather = step()
   for got, want in zip(jax.tree.leaves(blocked(*args)),
                        jax.tree.leaves(one_gather(*args))):
     np.testing.assert_array_equal(got, want)
