@@ -37,6 +37,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from ntdh_jax import sorting
 from ntdh_jax import validation
 
 MASK_KINDS = ("true", "false", "random")
@@ -81,33 +82,10 @@ def _as_units(x: jax.Array):
 _SHUFFLE_EXPONENT = 3
 
 
-def _stable_argsort_u32(keys: jax.Array) -> jax.Array:
-  """``argsort(keys, stable=True)`` of ``u32[N]`` by single-operand sorts.
-
-  XLA:CPU sorts one ``uint32`` array about five times faster than it sorts
-  keys with values. Each pass sorts words ``digit << p | position`` (the low
-  p bits hold the position, so all words differ and the result is stable)
-  and reads the order from the sorted words' low bits; the digits are taken
-  from the low bits of ``keys`` up (LSD radix), two passes for N <= 2^16.
-  """
-  n = keys.shape[0]
-  p = max(1, (n - 1).bit_length())
-  if p > 30:
-    raise ValueError(f"permutations of more than 2^30 rows, got N = {n}.")
-  width = 32 - p
-  positions = jnp.arange(n, dtype=jnp.uint32)
-  order = jnp.arange(n, dtype=jnp.int32)
-  for shift in range(0, 32, width):
-    digit = (keys[order] >> shift) & jnp.uint32((1 << width) - 1)
-    words = jax.lax.sort((digit << p) | positions)
-    order = order[(words & jnp.uint32((1 << p) - 1)).astype(jnp.int32)]
-  return order
-
-
 def _permutation(key: jax.Array, n: int) -> jax.Array:
   """``jax.random.permutation(key, n)``, the same permutation bit for bit
   (the same rounds, keys and stable order), with each round's key–value
-  sort done by ``_stable_argsort_u32``: ~3× faster on XLA:CPU, where the
+  sort done by ``sorting.stable_argsort_u32``: ~3× faster on XLA:CPU, where the
   draws were most of permutation importance's time
   (``benchmarks/permutation_importance.py``)."""
   rounds = math.ceil(_SHUFFLE_EXPONENT * math.log(max(1, n))
@@ -115,7 +93,7 @@ def _permutation(key: jax.Array, n: int) -> jax.Array:
   order = jnp.arange(n, dtype=jnp.int32)
   for _ in range(rounds):
     key, subkey = jax.random.split(key)
-    order = order[_stable_argsort_u32(
+    order = order[sorting.stable_argsort_u32(
         jax.random.bits(subkey, (n,), jnp.uint32))]
   return order
 

@@ -102,12 +102,6 @@ def test_the_draws_are_jax_random_permutation_bit_for_bit(n):
                                 jax.random.permutation(legacy, n))
 
 
-def test_stable_argsort_keeps_the_order_of_equal_keys():
-  keys = jnp.asarray([3, 1, 3, 0, 1, 3, 2**32 - 1, 0], jnp.uint32)
-  np.testing.assert_array_equal(masks._stable_argsort_u32(keys),
-                                np.argsort(np.asarray(keys), kind="stable"))
-
-
 def test_permutation_importance_equals_float64_double_loop():
   """Algorithm 1's double loop over repeats and columns, same permutations."""
   fast = _importance_of(_X)
