@@ -254,6 +254,33 @@ def test_ksg_equals_numpy_double_loop(dx, dy, k):
   np.testing.assert_allclose(got.mean, want.mean(), atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_sorted_ksg_equals_numpy_double_loop(k):
+  """One column each: the default counts by sorting (info.plane)."""
+  x, y = correlated(60, 1, 0.6, seed=9)
+  key = jax.random.PRNGKey(3)
+  z = prepared(np.concatenate([x, y], axis=1), key)
+  want = ksg_loop(z[:, :1], z[:, 1:], k)
+  for got in (info.ksg(x, y, k=k, key=key),
+              info.ksg(x[:, 0], y[:, 0], k=k, key=key, method="sorted")):
+    np.testing.assert_allclose(got.pointwise, want, atol=1e-5)
+
+
+def test_auto_sorts_one_column_each_and_equals_the_brute_force():
+  """The same counts, so the same bits (one block of the brute force: its
+  blocks are what the sorted method replaces)."""
+  x, y = correlated(600, 1, 0.8, seed=2)
+  auto = info.ksg(x, y)
+  np.testing.assert_array_equal(auto.pointwise,
+                                info.ksg(x, y, method="sorted").pointwise)
+  np.testing.assert_array_equal(
+      auto.pointwise, info.ksg(x, y, method="brute", block_size=600).pointwise)
+  vmapped = jax.vmap(lambda x, y: info.ksg(x, y).pointwise)(
+      np.stack([x, y]), np.stack([y, x]))
+  np.testing.assert_array_equal(vmapped[0], auto.pointwise)
+  np.testing.assert_array_equal(vmapped[1], info.ksg(y, x).pointwise)
+
+
 @pytest.mark.parametrize("d", [1, 2])
 def test_ksg_discrete_equals_numpy_double_loop(d):
   rng = np.random.default_rng(6)
@@ -381,6 +408,10 @@ def test_ksg_discrete_close_to_sklearn_mutual_info_classif():
     (lambda: info.ksg(X, Y, block_size=2.5), TypeError,
      "block_size must be an int"),
     (lambda: info.ksg(X, Y, base=-2), ValueError, "base must be"),
+    (lambda: info.ksg(X, Y, method="sorted"), ValueError,
+     "method='sorted' needs one column each in x and y, got 2 and 1"),
+    (lambda: info.ksg(X, Y, method="tree"), ValueError,
+     r"method must be 'auto' or one of \['brute', 'sorted'\], got 'tree'"),
     (lambda: info.ksg_discrete(X, C.astype(np.float32)), TypeError,
      "labels must be an integer"),
     (lambda: info.ksg_discrete(X, C[:59]), ValueError,

@@ -88,6 +88,7 @@ from jax.scipy.special import digamma
 import numpy as np
 
 from ntdh_jax import validation
+from ntdh_jax.info import plane
 from ntdh_jax.info import units
 
 DEFAULT_NOISE = 1e-5
@@ -145,14 +146,9 @@ def _count_closer(distances, radius):
   return jnp.sum(distances <= jnp.nextafter(radius, 0.0), dtype=jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "block_size"))
-def _ksg_nats(x, y, key, noise, *, k: int, block_size: int):
-  """Point-wise KSG in nats, ``f32[N]``, of validated ``f32[N, Dx]``,
-  ``f32[N, Dy]``; ``block_size`` <= N (callers clip it, so every block
-  size >= N shares one compiled program)."""
-  n, dx = x.shape
-  z = _standardise_and_jitter(jnp.concatenate([x, y], axis=1), key, noise)
-  x, y = z[:, :dx], z[:, dx:]
+def _brute_counts(x, y, k: int, block_size: int):
+  """``(n_x, n_y)`` of standardised ``f32[N, Dx]``, ``f32[N, Dy]`` by
+  blocks of query rows against all N points (module docstring)."""
   x_t, y_t = x.T, y.T
 
   def counts(rows):
@@ -164,7 +160,42 @@ def _ksg_nats(x, y, key, noise, *, k: int, block_size: int):
     eps = _kth_smallest(jnp.maximum(dist_x, dist_y), k + 1)
     return (_count_closer(dist_x, eps) - 1, _count_closer(dist_y, eps) - 1)
 
-  n_x, n_y = jax.lax.map(counts, (x, y), batch_size=block_size)
+  return jax.lax.map(counts, (x, y), batch_size=block_size)
+
+
+def _sorted_counts(x, y, k: int, block_size: int):
+  """The same counts of one-column x and y by sorting (``info.plane``)."""
+  del block_size  # plane bounds its own memory
+  return plane.counts(x[:, 0], y[:, 0], k)
+
+
+# How the neighbour counts are found; "auto" takes "sorted" where it applies.
+METHODS = {"brute": _brute_counts, "sorted": _sorted_counts}
+
+
+def _method(method: str, dx: int, dy: int, k: int) -> str:
+  """The counting method for ``method`` at these widths and k (validated)."""
+  if method == "auto":
+    return "sorted" if dx == dy == 1 and k <= plane.AUTO_MAX_K else "brute"
+  if method not in METHODS:
+    raise ValueError(
+        f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}.")
+  if method == "sorted" and not dx == dy == 1:
+    raise ValueError(
+        "method='sorted' needs one column each in x and y, got "
+        f"{dx} and {dy}; use 'brute' (or 'auto').")
+  return method
+
+
+@functools.partial(jax.jit, static_argnames=("k", "block_size", "method"))
+def _ksg_nats(x, y, key, noise, *, k: int, block_size: int,
+              method: str = "brute"):
+  """Point-wise KSG in nats, ``f32[N]``, of validated ``f32[N, Dx]``,
+  ``f32[N, Dy]``; ``block_size`` <= N (callers clip it, so every block
+  size >= N shares one compiled program); ``method`` a key of METHODS."""
+  n, dx = x.shape
+  z = _standardise_and_jitter(jnp.concatenate([x, y], axis=1), key, noise)
+  n_x, n_y = METHODS[method](z[:, :dx], z[:, dx:], k, block_size)
   return (digamma(jnp.float32(k)) + digamma(jnp.float32(n))
           - digamma(n_x + 1.0) - digamma(n_y + 1.0))
 
@@ -286,7 +317,8 @@ def _key(key):
 
 def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
         noise: float = DEFAULT_NOISE, key: Optional[jax.Array] = None,
-        block_size: int = DEFAULT_BLOCK_SIZE) -> KSGResult:
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        method: str = "auto") -> KSGResult:
   """I(X; Y) by KSG algorithm 1 (Kraskov et al. 2004), nats by default.
 
   See the module docstring for the estimator, preprocessing, precision and
@@ -302,8 +334,13 @@ def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
     base: ``None`` for nats, 2 for bits.
     noise: jitter scale in standard deviations of each column, > 0.
     key: PRNG key of the jitter; ``None`` means ``jax.random.PRNGKey(0)``.
-    block_size: query rows per block; temporary memory grows with
-      block_size · N (module docstring).
+    block_size: query rows per block of the brute force; its temporary
+      memory grows with block_size · N (module docstring).
+    method: how the neighbours are found, with the same counts either way:
+      ``"brute"`` (every pair, blockwise, any widths), ``"sorted"`` (one
+      column each; sorted orders, O(N log N), ``info.plane``) or
+      ``"auto"`` (``"sorted"`` for one column each and k <= 10, else
+      ``"brute"``).
 
   Returns:
     ``KSGResult(mean=f32[], pointwise=f32[N])``. The estimate has KSG's
@@ -328,12 +365,15 @@ def ksg(x, y, k: int = 3, *, base: Optional[float] = None,
         f"{n} and {jnp.shape(y)[0]}.")
   _check_options(k, noise, key, block_size, base)
   _check_enough(n, k, "x")
+  width = lambda v: 1 if jnp.ndim(v) == 1 else jnp.shape(v)[1]
+  method = _method(method, width(x), width(y), k)
   check_values(x, "x")
   check_values(y, "y")
   warn_duplicates((x, y), "ksg(x, y)")
   pointwise = units.in_base(
       _ksg_nats(_as_columns(x), _as_columns(y), _key(key),
-                jnp.float32(noise), k=k, block_size=min(block_size, n)), base)
+                jnp.float32(noise), k=k, block_size=min(block_size, n),
+                method=method), base)
   return KSGResult(jnp.mean(pointwise), pointwise)
 
 
