@@ -1,17 +1,21 @@
-"""KSG mutual information: JAX brute force vs scikit-learn vs a k-d tree.
+"""KSG mutual information: JAX (sorted, brute force) vs scikit-learn vs a k-d tree.
 
     python benchmarks/ksg.py [--ns 2000,20000] [--dims 1,8] [--k 3]
-                             [--repeats 2]
+                             [--repeats 5]
 
 The same estimate, KSG algorithm 1 (Kraskov et al. 2004) with k neighbours
 in the max-norm, on identical correlated Gaussians (x, y each d-dim,
 per-dimension correlation 0.5, true MI −d/2 · log 0.75), timed side by side
-in one process, best of ``--repeats`` (JAX's program compiled and run once
-before timing):
+in one process, best of ``--repeats`` (of 2 for rows whose runs take over
+10 s; JAX's programs compiled and run once before timing):
 
-* ``jax``: ``ntdh_jax.info.ksg`` under ``jax.jit``, compiled ahead
-  (``lower().compile()``), float32, blockwise brute force O(N² · d) on
-  whatever backend jax runs on (the table says which).
+* ``jax``: ``ntdh_jax.info.ksg`` under ``jax.jit`` with its default
+  ``method="auto"``, compiled ahead (``lower().compile()``), float32, on
+  whatever backend jax runs on (the table says which): at d = 1 the sorted
+  method (``info.plane``: sorted orders, candidate windows and a proof,
+  O(N log N)), at d > 1 the blockwise brute force, O(N² · d).
+* ``brute``: the same call with ``method="brute"``, at d = 1 only (at d > 1
+  it is the ``jax`` column), so the algorithm's share of the speed-up shows.
 * ``sklearn``: ``sklearn.feature_selection.mutual_info_regression(x, y,
   n_neighbors=k)``, float64, k-d/ball trees, O(N log N) at low dimension;
   it takes one y column, so d = 1 only.
@@ -21,14 +25,13 @@ before timing):
   reference where scikit-learn cannot go (d > 1).
 
 All three standardise the columns and add a tiny jitter, so the estimates
-agree to ~1e-3 (the Î columns; scikit-learn clips negatives to 0). Prints
-a markdown table with each time and the ratios other / jax (> 1: JAX is
-faster). Goal: >= 5x scikit-learn at N = 20,000, d = 1. That is a goal
-for an accelerator: the brute force evaluates N² = 4e8 pairs there, which
-on a CPU takes longer than scikit-learn's whole O(N log N) tree search at
-d = 1; on a CPU JAX wins where trees degrade (d = 8: a 16-d joint space).
-The tree at N = 20,000, d = 8 takes ~40 s a run on 2 cores (most of the
-benchmark's ~2 minutes).
+agree to ~1e-3 (the Î columns; scikit-learn clips negatives to 0; the
+sorted and brute methods give the same counts). Prints a markdown table
+with each time and the ratios other / jax (> 1: JAX is faster). Goal:
+>= 5x scikit-learn at N = 20,000, d = 1. At d = 8 (a 16-d joint space,
+where trees degrade) the brute force is compared with the k-d tree. The
+tree at N = 20,000, d = 8 takes ~40 s a run on 2 cores (most of the
+benchmark's few minutes).
 """
 
 import argparse
@@ -69,12 +72,22 @@ def tree_ksg(x, y, k, seed=0):
 
 
 def best_time(fn, repeats):
+  """Best of ``repeats`` runs, or of 2 once they have taken 10 s (the slow
+  brute-force and d = 8 tree rows)."""
   times = []
-  for _ in range(repeats):
+  while len(times) < repeats and not (len(times) >= 2 and sum(times) > 10):
     start = time.perf_counter()
     result = jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return min(times), float(result)
+
+
+def jax_time(x, y, k, method, repeats):
+  """Best time and Î of ``info.ksg(method=method)``, compiled ahead."""
+  estimate = jax.jit(lambda x, y: info.ksg(x, y, k=k, method=method).mean)
+  compiled = estimate.lower(x, y).compile()
+  compiled(x, y).block_until_ready()  # first-run allocations
+  return best_time(lambda: compiled(x, y), repeats)
 
 
 def main():
@@ -82,35 +95,35 @@ def main():
   parser.add_argument("--ns", default="2000,20000")
   parser.add_argument("--dims", default="1,8")
   parser.add_argument("--k", type=int, default=3)
-  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
   k = args.k
 
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} "
         f"({jax.default_backend()}), {os.cpu_count()} CPU cores, load "
         f"{os.getloadavg()[0]:.2f}; k = {k}, best of {args.repeats}\n")
-  print("| N | d | jax s | sklearn s | tree s | sklearn/jax | tree/jax | "
-        "Î jax | Î sklearn | Î tree | truth |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  print("| N | d | jax s | brute s | sklearn s | tree s | brute/jax | "
+        "sklearn/jax | tree/jax | Î jax | Î sklearn | Î tree | truth |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for n in map(int, args.ns.split(",")):
     for d in map(int, args.dims.split(",")):
       x, y = correlated(n, d)
-      estimate = jax.jit(lambda x, y: info.ksg(x, y, k=k).mean)
-      compiled = estimate.lower(x, y).compile()
-      compiled(x, y).block_until_ready()  # first-run allocations
-      t_jax, mi_jax = best_time(lambda: compiled(x, y), args.repeats)
+      t_jax, mi_jax = jax_time(x, y, k, "auto", args.repeats)
       t_tree, mi_tree = best_time(lambda: tree_ksg(x, y, k), args.repeats)
       if d == 1:
+        t_brute, _ = jax_time(x, y, k, "brute", args.repeats)
         t_sk, mi_sk = best_time(
             lambda: mutual_info_regression(x, y[:, 0], n_neighbors=k,
                                            random_state=0)[0], args.repeats)
-        sk_cells = (f"{t_sk:.3f}", f"{t_sk / t_jax:.2f}x", f"{mi_sk:.4f}")
+        d1_cells = (f"{t_brute:.4f}", f"{t_sk:.4f}", f"{t_brute / t_jax:.1f}x",
+                    f"{t_sk / t_jax:.2f}x", f"{mi_sk:.4f}")
       else:
-        sk_cells = ("—", "—", "—")
+        d1_cells = ("—",) * 5
       truth = -d / 2 * np.log(0.75)
-      print(f"| {n} | {d} | {t_jax:.3f} | {sk_cells[0]} | {t_tree:.3f} | "
-            f"{sk_cells[1]} | {t_tree / t_jax:.2f}x | {mi_jax:.4f} | "
-            f"{sk_cells[2]} | {mi_tree:.4f} | {truth:.4f} |", flush=True)
+      print(f"| {n} | {d} | {t_jax:.4f} | {d1_cells[0]} | {d1_cells[1]} | "
+            f"{t_tree:.3f} | {d1_cells[2]} | {d1_cells[3]} | "
+            f"{t_tree / t_jax:.2f}x | {mi_jax:.4f} | {d1_cells[4]} | "
+            f"{mi_tree:.4f} | {truth:.4f} |", flush=True)
   print(f"\nload at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -12,6 +12,8 @@ Modules, each named for what it holds:
   Stögbauer & Grassberger 2004, algorithm 1) and ``ksg_discrete(x, labels,
   k=3)`` (Ross 2014, continuous x and class labels), blockwise so N =
   20,000 fits in bounded memory; point-wise and mean MI.
+* ``plane`` — ``ksg``'s exact neighbour counts for one-column x and y by
+  sorting (its ``method="sorted"``, the default there).
 * ``neural`` — MINE (Donsker–Varadhan with the moving-average gradient
   correction) and InfoNCE with small Flax critics, trained as ``Program``s.
 * ``latent`` — latent MI (LMI): paired cross-reconstructing autoencoders to

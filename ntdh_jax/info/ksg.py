@@ -49,19 +49,25 @@ else; distances, counts (int32, exact) and ψ (``jax.scipy.special.digamma``)
 are float32, ~1e-6 nats per point. Data whose mean is more than ~1e4
 standard deviations from 0 lose digits in that cast: centre it first.
 
-**Memory and time.** The query rows are processed in blocks of
-``block_size`` (``lax.map`` with ``batch_size``); a block computes its
-max-norm distances to all N points, one ``f32[block_size, N]`` array per
-marginal, takes the (k+1)-th smallest joint distance with ``lax.top_k`` (i
-itself, at distance 0, is the first) and counts. Temporary memory is a few
-such arrays, proportional to block_size · N and never the N × N matrix:
-XLA's memory analysis on CPU gives 12 MB at D_x = D_y = 1 and 23 MB at
-D_x = D_y = 8 for N = 20,000 and the default block of 64 (about
-(2 + D/4) · block_size · N · 4 bytes, D = D_x + D_y). Time is
-O(N² · D). This brute force
-is the design for accelerators; on a CPU an O(N log N) k-d tree
-(scikit-learn, ``scipy.spatial.cKDTree``) wins at low dimension
-(``benchmarks/ksg.py``).
+**Memory and time.** Two ways to find the neighbours, with the same counts
+(``method``):
+
+* ``"brute"``, any widths: the query rows are processed in blocks of
+  ``block_size`` (``lax.map`` with ``batch_size``); a block computes its
+  max-norm distances to all N points, one ``f32[block_size, N]`` array per
+  marginal, takes the (k+1)-th smallest joint distance with ``lax.top_k``
+  (i itself, at distance 0, is the first) and counts. Temporary memory is a
+  few such arrays, proportional to block_size · N and never the N × N
+  matrix: XLA's memory analysis on CPU gives 12 MB at D_x = D_y = 1 and
+  23 MB at D_x = D_y = 8 for N = 20,000 and the default block of 64 (about
+  (2 + D/4) · block_size · N · 4 bytes, D = D_x + D_y). Time is O(N² · D):
+  the design for accelerators and for high dimension, where k-d trees
+  degrade.
+* ``"sorted"``, one column each (``ntdh_jax.info.plane``): sorted orders
+  and candidate windows with a proof that no closer point was missed,
+  O(N log N) in practice and O(N) memory; ``"auto"`` takes it for
+  D_x = D_y = 1 and k <= 10. On a CPU it is several times faster than
+  scikit-learn's tree search (``benchmarks/ksg.py``).
 
 **Bad input.** ``ValueError`` naming the argument: mismatched sample
 counts, N <= k, non-finite values, constant columns, a class with <= k
