@@ -438,6 +438,16 @@ def test_traced_values_are_checked_under_checked():
                              atol=1e-5)
 
 
+def test_sorted_method_is_checked_under_checked_too():
+  """One column each (the sorted counts, with their loops and conditions):
+  checkify still sees the value checks."""
+  estimate = jax.jit(lambda x, y: info.ksg(x, y).mean)
+  np.testing.assert_array_equal(ntdh_jax.checked(estimate)(X[:, 0], Y),
+                                estimate(X[:, 0], Y))
+  with pytest.raises(ValueError, match="x must be finite .* row 3, column 0"):
+    ntdh_jax.checked(estimate)(with_entry(np.nan, column=0)[:, 0], Y)
+
+
 def test_duplicated_rows_warn():
   x, y, c = X.copy(), Y.copy(), C.copy()
   x[-2:], y[-2:], c[-2:] = X[:2], Y[:2], C[:2]
