@@ -136,16 +136,6 @@ def _max_abs_distance(q, ref_t):
       jnp.maximum, [jnp.abs(q[d] - ref_t[d]) for d in range(q.shape[0])])
 
 
-def _kth_smallest(distances, k: int):
-  """The k-th smallest entry of ``f32[N]`` (ties counted), via ``top_k``.
-
-  ``min`` over the k values ``top_k`` returns, not its last column: XLA
-  rewrites a top_k whose only use is one column into a full sort, which
-  made the whole estimator ~40× slower on CPU.
-  """
-  return -jnp.min(jax.lax.top_k(-distances, k)[0], axis=-1)
-
-
 def _count_closer(distances, radius):
   """#{n : distances[n] < radius} in scikit-learn's form (module docstring):
   at most the largest float below ``radius``."""
@@ -163,7 +153,7 @@ def _brute_counts(x, y, k: int, block_size: int):
     # The (k+1)-th smallest joint distance with i included (at distance 0)
     # is the k-th with i excluded, so no self mask is needed. The counts
     # include i (its distance 0 is always within range): minus 1.
-    eps = _kth_smallest(jnp.maximum(dist_x, dist_y), k + 1)
+    eps = plane.kth_smallest(jnp.maximum(dist_x, dist_y), k + 1)
     return (_count_closer(dist_x, eps) - 1, _count_closer(dist_y, eps) - 1)
 
   return jax.lax.map(counts, (x, y), batch_size=block_size)
@@ -227,7 +217,7 @@ def _ross_nats(x, labels, key, noise, *, k: int, block_size: int):
     dist = _max_abs_distance(q, x_t)
     same_class = jnp.where(labels == label, dist, jnp.inf)
     # (k+1)-th with i included = k-th same-class neighbour with i excluded.
-    d = _kth_smallest(same_class, k + 1)
+    d = plane.kth_smallest(same_class, k + 1)
     return _count_closer(dist, d)  # i included, as scikit-learn counts
 
   m = jax.lax.map(count, (x, labels), batch_size=block_size)

@@ -76,12 +76,23 @@ class _Strips(NamedTuple):
 
 
 class _Sorted(NamedTuple):
-  """Both sorted orders of the points."""
-  x: jax.Array         # f32[N], x in x order
-  y: jax.Array         # f32[N], y in x order
-  y_rank: jax.Array    # i32[N], the y-order position of each x-order point
-  y_sorted: jax.Array  # f32[N], y in y order
-  x_by_y: jax.Array    # f32[N], x in y order
+  """Both sorted orders of the points. Row 0 is the y order, row 1 the x
+  order, so the window tier picks a row per point."""
+  along: jax.Array   # f32[2, N]: [y in y order, x in x order]
+  across: jax.Array  # f32[2, N]: [x in y order, y in x order]
+  y_rank: jax.Array  # i32[N], the y-order position of each x-order point
+
+  @property
+  def x(self):  # x in x order
+    return self.along[1]
+
+  @property
+  def y(self):  # y in x order
+    return self.across[1]
+
+  @property
+  def y_sorted(self):  # y in y order
+    return self.along[0]
 
 
 # Tier 1's (r, m), the window tiers' (w, rows per while-loop block) and the
@@ -90,10 +101,9 @@ class _Sorted(NamedTuple):
 _STRIPS = (2, 6)
 _WINDOWS = ((128, 512), (512, 64), (2048, 8))   # (w, rows per block)
 _BRUTE_BLOCK = 8
-# The strip loop is unrolled into one fusion (~10 % faster at N = 20,000)
-# up to this many strips and this k; XLA's compile time grows steeply with
-# the unrolled network's depth (33 s at k = 5 against 2.6 s at k = 3).
-_UNROLLED_STRIPS = 5
+# Tier 1's strip loop is unrolled into one fusion (~10 % faster at
+# N = 20,000) up to this k; XLA's compile time grows steeply with the
+# unrolled network's depth (33 s at k = 5 against 2.6 s at k = 3).
 _UNROLLED_MAX_K = 3
 
 
@@ -124,11 +134,16 @@ def _insert(least, value):
   return kept
 
 
-def _kth_smallest(d, k: int):
-  """The k-th smallest of each row of ``f32[F, C]``, ties counted: the
-  minimum of ``lax.top_k``'s k (as ``ksg``'s brute force takes it; for a
-  few long rows it beats the insertion network on XLA:CPU)."""
-  return -jnp.min(jax.lax.top_k(-d, k)[0], axis=-1)
+def kth_smallest(distances, k: int):
+  """The k-th smallest entry of each row of ``f32[..., C]`` (ties counted),
+  via ``top_k``; ``ksg``'s brute force and this module's long-row tiers
+  share it.
+
+  ``min`` over the k values ``top_k`` returns, not its last column: XLA
+  rewrites a top_k whose only use is one column into a full sort, which
+  made the whole estimator ~40× slower on CPU.
+  """
+  return -jnp.min(jax.lax.top_k(-distances, k)[0], axis=-1)
 
 
 def _distance(qx, qy, cx, cy):
@@ -186,8 +201,7 @@ def _strip_tier(rows, s: _Sorted, strips: _Strips, k: int, r: int, m: int):
 
   inf = jnp.full(rows.shape, jnp.inf, s.x.dtype)
   least, gap = jax.lax.fori_loop(-r, r + 1, visit, ((inf,) * (k + 1), inf),
-                                 unroll=(2 * r + 1 <= _UNROLLED_STRIPS
-                                         and k <= _UNROLLED_MAX_K))
+                                 unroll=k <= _UNROLLED_MAX_K)
   eps = least[-1]
   x_at = lambda j: s.x[j]
   proved = (_beyond(qx, -1, x_at, (home - r) * size - 1, n, eps)
@@ -203,20 +217,20 @@ def _window_tier(rows, s: _Sorted, k: int, w: int):
   n = s.x.shape[0]
   h = min(8, n - 1)
   y_at = s.y_rank[rows]
-  spread = lambda v, at: v[jnp.minimum(at + h, n - 1)] - v[jnp.maximum(at - h, 0)]
+  spread = lambda v, at: (v[jnp.minimum(at + h, n - 1)]
+                          - v[jnp.maximum(at - h, 0)])
   by_x = spread(s.x, rows) >= spread(s.y_sorted, y_at)
-  order = by_x.astype(jnp.int32)[:, None]
-  a, b = jnp.stack([s.y_sorted, s.x]), jnp.stack([s.x_by_y, s.y])
+  order = by_x.astype(jnp.int32)[:, None]  # the row of s.along, s.across
+  a, b = s.along, s.across
   at = jnp.where(by_x, rows, y_at)
-  qa = jnp.where(by_x, s.x[rows], s.y[rows])
-  qb = jnp.where(by_x, s.y[rows], s.x[rows])
+  qa, qb = a[order[:, 0], at], b[order[:, 0], at]
   pos = at[:, None] + jnp.arange(-w, w + 1, dtype=jnp.int32)        # [F, C]
   valid = (pos >= 0) & (pos < n)
   pos = jnp.clip(pos, 0, n - 1)
   # max(|Δa|, |Δb|) is the brute force's max(|Δx|, |Δy|) in either order.
   d = jnp.where(valid, _distance(qa[:, None], qb[:, None], a[order, pos],
                                  b[order, pos]), jnp.inf)
-  eps = _kth_smallest(d, k + 1)
+  eps = kth_smallest(d, k + 1)
   a_at = lambda j: a[order[:, 0], j]
   return eps, (_beyond(qa, -1, a_at, at - w - 1, n, eps)
                & _beyond(qa, +1, a_at, at + w + 1, n, eps) & (eps < jnp.inf))
@@ -225,7 +239,7 @@ def _window_tier(rows, s: _Sorted, k: int, w: int):
 def _brute_tier(rows, s: _Sorted, k: int):
   """``(ε, True)`` against all N points, as the brute force finds it."""
   d = _distance(s.x[rows][:, None], s.y[rows][:, None], s.x, s.y)  # [F, N]
-  return _kth_smallest(d, k + 1), jnp.ones(rows.shape, bool)
+  return kth_smallest(d, k + 1), jnp.ones(rows.shape, bool)
 
 
 def _retry(tier, block: int, eps, proved):
@@ -290,7 +304,8 @@ def counts(x, y, k: int):
   n = x.shape[0]
   by_x, by_y = sorting.argsort_f32(x), sorting.argsort_f32(y)
   y_rank = jnp.zeros(n, jnp.int32).at[by_y].set(jnp.arange(n, dtype=jnp.int32))
-  s = _Sorted(x[by_x], y[by_x], y_rank[by_x], y[by_y], x[by_y])
+  s = _Sorted(jnp.stack([y[by_y], x[by_x]]), jnp.stack([x[by_y], y[by_x]]),
+              y_rank[by_x])
   strips = _strips(s, _strip_size(n))
   rows = jnp.arange(n, dtype=jnp.int32)
   eps, proved = _strip_tier(rows, s, strips, k, *_STRIPS)
