@@ -27,7 +27,8 @@ def kind(name, n, seed=0):
     y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal(n)
   elif name == "clusters":  # tight blobs far apart: wide empty gaps
     c = rng.integers(0, 5, n)
-    x, y = 3 * c + 0.01 * rng.standard_normal(n), c + 0.01 * rng.standard_normal(n)
+    x = 3 * c + 0.01 * rng.standard_normal(n)
+    y = c + 0.01 * rng.standard_normal(n)
   elif name == "cauchy":  # heavy tails: huge k-th neighbour distances
     x = rng.standard_cauchy(n)
     y = x + rng.standard_cauchy(n)
@@ -68,8 +69,10 @@ def numpy_counts(x, y, k):
 
 @pytest.mark.parametrize("name", KINDS)
 def test_counts_equal_the_brute_force(name):
-  """3,000 points: every tier runs (strips, both windows, and brute force
-  for the rows no window proves on the Cauchy and cluster data)."""
+  """3,000 points with the tiers as shipped: the strips prove most rows,
+  the 257-point windows the rest (4–5 % of the Gaussians' rows, 70 % at
+  ρ = 0.99), the 1,025-point windows a few (ρ = 0.5, Cauchy). The
+  brute-force tier runs in the forced-fallback test below."""
   x, y = kind(name, 3000)
   got, want = counts(x, y, 3), brute(x, y, 3)
   np.testing.assert_array_equal(got[0], want[0])
