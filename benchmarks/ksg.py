@@ -1,4 +1,4 @@
-"""KSG mutual information: JAX (sorted, brute force) vs scikit-learn vs a k-d tree.
+"""KSG mutual information: JAX (sorted, brute) vs scikit-learn vs a k-d tree.
 
     python benchmarks/ksg.py [--ns 2000,20000] [--dims 1,8] [--k 3]
                              [--repeats 5]
@@ -30,8 +30,8 @@ sorted and brute methods give the same counts). Prints a markdown table
 with each time and the ratios other / jax (> 1: JAX is faster). Goal:
 >= 5x scikit-learn at N = 20,000, d = 1. At d = 8 (a 16-d joint space,
 where trees degrade) the brute force is compared with the k-d tree. The
-tree at N = 20,000, d = 8 takes ~40 s a run on 2 cores (most of the
-benchmark's few minutes).
+tree at N = 20,000, d = 8 takes 8–40 s a run on 2 cores, depending on the
+machine and its load (most of the benchmark's time).
 """
 
 import argparse
