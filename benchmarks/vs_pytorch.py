@@ -2,7 +2,8 @@
 
     python benchmarks/vs_pytorch.py [--epochs 1000] [--ks 1,16,64,256]
         [--torch-threads N] [--torch-max 2] [--engine-max 64]
-        [--vmap-size B] [--cnn] [--device-note TEXT]
+        [--vmap-size 16] [--cpu-devices N] [--torch-device cpu|cuda]
+        [--cnn] [--device-note TEXT]
 
 The unit of work is one NTDH reference run of ``:fig3``'s ``reference``
 preset (``sweeps/configs/ntdh_synthetic.py``, planned by
@@ -18,26 +19,30 @@ T = 1, λ = 1 (``kd_form`` additive). Unit i has seed ``--seed`` + i and
 process, float32 on both sides:
 
 * ``engine``: the three ``stages.build_program`` programs (stages
-  ``teacher``, ``student`` with ``distill`` ``none`` and ``kl``) as
-  ``jit(vmap(program.train))`` over K units each, the dataset
-  (``program.load()``, placed on the device once) passed unmapped, the
-  teachers' outputs mapped into the KD students (each distils from its own
-  teacher, as the sweep does). ``--vmap-size B`` runs the K as
-  ``lax.map(..., batch_size=B)`` blocks, the sweep engine's ``--vmap_size``
-  (default: one vmap of all K). The three programs are compiled ahead
-  (``lower().compile()``; their compile seconds are printed, not counted in
-  the rate), then called once each, teacher, KD student, no-KD student,
-  timed together (``block_until_ready``). Above ``--engine-max`` units
+  ``teacher``, ``student`` with ``distill`` ``none`` and ``kl``), each
+  trained for K units the way ``ntdh-sweep`` trains a group of K runs
+  (``ntdh_jax.train.sweep``'s ``_Group``): the host CPU split into
+  ``--cpu-devices`` XLA devices (default one per core, as ``ntdh-sweep
+  --cpu_devices``), blocks of ``--vmap-size`` runs (default the engine's
+  16) vectorised together, as many devices as there are blocks to fill,
+  the width padded to fill them, one shard per device trained in parallel
+  (``sharding.map_shards``); ``init``, one ``advance`` call per segment (the
+  engine's default ``segments_per_call`` 1; each fetches the segment's
+  metrics to the host) and ``finish``; the KD students read their own
+  teachers' outputs. Only the engine's checkpoint writes are left out. A
+  first pass of one segment compiles every executable (its seconds are
+  printed, not counted in the rate); the timed pass then trains teacher, KD
+  student and no-KD student from ``init``. Above ``--engine-max`` units
   (default 64) the engine trains ``--engine-short-epochs`` (default one
-  evaluation interval, 100) instead of ``--epochs`` and its time is scaled
-  by their ratio (marked ``†``): a run is a scan of identical segments, so
-  its time is linear in them, and 768 trainings of 1000 epochs would take
-  about 15 minutes on 2 cores, over this script's 10-minute budget. The
-  call's fixed costs (init, the first touches of its buffers) are scaled
-  with it, so a ``†`` rate is a lower bound (on 2 cores, K = 64 timed on
-  100 epochs gave a rate 14 % below its 1000-epoch one).
+  evaluation interval, 100) of the ``--epochs`` and its time is scaled by
+  their ratio (marked ``†``): every segment is the same executable call on
+  the same shapes, so the time is linear in them but for ``init`` and
+  ``finish``, which are scaled too (a ``†`` rate is a slight lower bound),
+  and 768 trainings of 1000 epochs would take about 15 minutes on 2 cores,
+  over this script's 10-minute budget.
 * ``PyTorch``: the same three trainings written plainly with ``torch.nn``
-  on the CPU, one unit after another (``torch.set_num_threads``: PyTorch's
+  on ``--torch-device`` (the CPU by default; ``cuda`` beside a GPU
+  engine), one unit after another (``torch.set_num_threads``: PyTorch's
   default unless ``--torch-threads``): ``nn.Linear`` layers,
   ``torch.optim.SGD`` with the same lr and momentum, ``cross_entropy`` and
   ``kl_div(..., reduction="batchmean", log_target=True)·T²``, the frozen
@@ -88,7 +93,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 # sweep.py and cnn_sweep.py sit beside this script (not a package).
@@ -96,7 +100,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import cnn_sweep  # noqa: E402  pylint: disable=wrong-import-position
 import sweep  # noqa: E402  pylint: disable=wrong-import-position
 
+from ntdh_jax.train import sharding  # noqa: E402
 from ntdh_jax.train import stages  # noqa: E402
+from ntdh_jax.train import sweep as sweep_engine  # noqa: E402
 from ntdh_jax.train.stages import common  # noqa: E402
 
 GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the study's gaps
@@ -135,47 +141,68 @@ def unit_hparams(k: int, seed: int):
   hp = {"teacher": base, "no_kd": base,
         "kd": {**base, "temperature": full(TEMPERATURE),
                "kd_weight": full(KD_WEIGHT)}}
-  hp = jax.tree.map(jnp.asarray, hp)
   return hp, np.arange(seed, seed + k, dtype=np.int32)
 
 
-def vmapped(program, vmap_size: int):
-  """``(hp, keys, data, *inputs) -> program.train`` of every run: one vmap,
-  or ``lax.map`` in blocks of ``vmap_size`` (the engine's ``vmap_size``)."""
-  def train(hp, keys, data, *inputs):
-    if vmap_size:
-      return jax.lax.map(lambda a: program.train(a[0], a[1], data, *a[2:]),
-                         (hp, keys) + inputs, batch_size=vmap_size)
-    axes = (0, 0, None) + (0,) * len(inputs)
-    return jax.vmap(program.train, in_axes=axes)(hp, keys, data, *inputs)
-  return train
+def engine_groups(programs, hparam_names, k: int, vmap_size: int) -> dict:
+  """``{role: sweep._Group}``: each program compiled as the sweep engine
+  compiles a group of K runs (``run_sweep``'s width, block and mesh rules:
+  blocks of ``min(vmap_size, K)`` runs, as many devices as blocks to fill,
+  the width padded to fill them), one segment per call."""
+  mesh = sharding.sweep_mesh()
+  block = min(vmap_size, k)
+  group_mesh = sweep_engine._group_mesh(mesh, k, block)
+  width = sharding.padded_width(k, group_mesh, block)
+  return {role: sweep_engine._Group(p, hparam_names[role], group_mesh, width,
+                                    1, block)
+          for role, p in programs.items()}
 
 
-def time_engine(programs, data, k: int, seed: int, vmap_size: int):
-  """``(seconds, compile seconds, {role: test acc f32[k]})`` of K units."""
+def train_group(group, hp, seeds, inputs, segments: int):
+  """The engine's calls for one chunk, less its checkpoint I/O: ``init``,
+  ``segments`` one-segment ``advance`` calls (each fetching the segment's
+  metrics to the host, as ``_run_chunk`` does), ``finish``. Returns
+  ``(test accuracy f32[width], outputs)`` after the last segment."""
+  carry = group.init(group.data, hp, seeds, inputs)
+  acc = None
+  for _ in range(segments):
+    carry, metrics = group.advance(1)(group.data, carry, hp)
+    acc = sharding.fetch(metrics)["test_acc"][:, -1]
+  _, outputs = group.finish(group.data, carry, hp)
+  return acc, jax.block_until_ready(outputs)
+
+
+def time_engine(programs, k: int, seed: int, vmap_size: int,
+                segments: int):
+  """``(seconds, first-call seconds, {role: test acc f32[k]})`` of K units
+  trained by the engine's groups for ``segments`` segments: a one-segment
+  pass first compiles every executable (its time is the first-call
+  seconds), then the timed pass trains from ``init``. Padding rows repeat
+  unit 0, as the engine pads a chunk."""
   hp, seeds = unit_hparams(k, seed)
-  keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-  fns = {role: vmapped(p, vmap_size) for role, p in programs.items()}
+  groups = engine_groups(programs, {r: sorted(v) for r, v in hp.items()}, k,
+                         vmap_size)
+  width = groups["teacher"].width
+  pad = lambda a: np.concatenate([a, np.repeat(a[:1], width - k, axis=0)])
+  mesh = groups["teacher"].mesh
+  hp, seeds = sharding.put(jax.tree.map(pad, (hp, seeds)), mesh)
+
+  def units(n):
+    out = {}
+    out["teacher"], teacher = train_group(groups["teacher"], hp["teacher"],
+                                          seeds, None, n)
+    out["kd"], _ = train_group(groups["kd"], hp["kd"], seeds,
+                               {"teacher": teacher}, n)
+    out["no_kd"], _ = train_group(groups["no_kd"], hp["no_kd"], seeds, None,
+                                  n)
+    return out
   start = time.perf_counter()
-  teacher_out = jax.eval_shape(fns["teacher"], hp["teacher"], keys, data)[2]
-  compiled = {
-      "teacher": jax.jit(fns["teacher"]).lower(
-          hp["teacher"], keys, data).compile(),
-      "kd": jax.jit(fns["kd"]).lower(
-          hp["kd"], keys, data, {"teacher": teacher_out}).compile(),
-      "no_kd": jax.jit(fns["no_kd"]).lower(
-          hp["no_kd"], keys, data).compile()}
+  units(1)
   compile_s = time.perf_counter() - start
   start = time.perf_counter()
-  out = {"teacher": jax.block_until_ready(
-      compiled["teacher"](hp["teacher"], keys, data))}
-  out["kd"] = jax.block_until_ready(compiled["kd"](
-      hp["kd"], keys, data, {"teacher": out["teacher"][2]}))
-  out["no_kd"] = jax.block_until_ready(
-      compiled["no_kd"](hp["no_kd"], keys, data))
+  acc = units(segments)
   seconds = time.perf_counter() - start
-  acc = {role: np.asarray(out[role][1]["test_acc"][:, -1]) for role in ROLES}
-  return seconds, compile_s, acc
+  return seconds, compile_s, {role: acc[role][:k] for role in ROLES}
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -184,8 +211,10 @@ def time_engine(programs, data, k: int, seed: int, vmap_size: int):
 class TorchUnits:
   """The same three trainings written plainly in PyTorch."""
 
-  def __init__(self, programs, data, epochs: int, eval_every: int):
+  def __init__(self, programs, data, epochs: int, eval_every: int,
+               device: str = "cpu"):
     self.torch = cnn_sweep.import_torch()
+    self.device = self.torch.device(device)
     self.data = data
     self.epochs, self.eval_every = epochs, eval_every
     views = common.Data(static_config(epochs, eval_every)["data"]).views
@@ -211,7 +240,8 @@ class TorchUnits:
           "y": v.y_train, "y_test": v.y_test,
           "init": [(params[name]["kernel"].T, params[name]["bias"])
                    for name in ("hidden_0", "hidden_1", "head")]})
-    return jax.tree.map(lambda a: self.torch.from_numpy(np.array(a)), units)
+    return jax.tree.map(
+        lambda a: self.torch.from_numpy(np.array(a)).to(self.device), units)
 
   def net(self, init):
     nn, torch = self.torch.nn, self.torch
@@ -221,7 +251,7 @@ class TorchUnits:
         layer.weight.copy_(w)
         layer.bias.copy_(b)
     return nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(),
-                         layers[2])
+                         layers[2]).to(self.device)
 
   def fit(self, net, x, y, x_test, y_test, epochs, teacher_logits=None):
     """Full-batch SGD; returns the last evaluation's test accuracy."""
@@ -264,7 +294,8 @@ class TorchUnits:
     return acc
 
   def time(self, units: list[dict]):
-    """``(seconds, {role: test acc f64[len(units)]})``."""
+    """``(seconds, {role: test acc f64[len(units)]})``; every evaluation
+    reads its accuracy back to the host, which also waits for a GPU."""
     if not self.warm:  # oneDNN primitives, the allocator
       self.run(units[0], epochs=2)
       self.warm = True
@@ -320,6 +351,19 @@ def run_cnn(args):
 
 
 # ------------------------------------------------------------------ printing
+
+
+def split_cpu(devices: int) -> None:
+  """The host CPU as ``devices`` XLA devices, as ``ntdh-sweep
+  --cpu_devices`` makes it (the engine trains one shard per device, in
+  parallel). Only possible before JAX starts its backends; a process that
+  already started them (a test) keeps its devices, and the header says how
+  many were used."""
+  try:
+    jax.config.update("jax_num_cpu_devices", devices)
+  except RuntimeError:
+    print(f"JAX's backends already started: --cpu-devices {devices} has no "
+          f"effect, {jax.device_count()} device(s).", file=sys.stderr)
 
 
 def parse_ks(text: str) -> list[int]:
@@ -402,9 +446,16 @@ def main(argv=None):
   parser.add_argument("--engine-short-epochs", type=int, default=None,
                       help="epochs of a shortened engine run (default: "
                       "one evaluation interval)")
-  parser.add_argument("--vmap-size", type=int, default=0,
-                      help="engine: lax.map blocks of this many runs "
-                      "(0: one vmap of all K)")
+  parser.add_argument("--vmap-size", type=int,
+                      default=sweep_engine.DEFAULT_VMAP_SIZE,
+                      help="engine: runs vectorised together per device "
+                      "(ntdh-sweep's --vmap_size; default %(default)s)")
+  parser.add_argument("--cpu-devices", type=int, default=os.cpu_count(),
+                      help="XLA CPU devices to split the host into, one per "
+                      "core by default as ntdh-sweep does (no effect on GPU)")
+  parser.add_argument("--torch-device", default="cpu",
+                      help="PyTorch's device: cpu, or cuda beside a GPU "
+                      "engine")
   parser.add_argument("--peak-repeats", type=int, default=10)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--cnn", action="store_true",
@@ -416,6 +467,10 @@ def main(argv=None):
                       help="free text printed in the header")
   args = parser.parse_args(argv)
   ks = parse_ks(args.ks)
+  for name in ("vmap_size", "cpu_devices"):
+    if getattr(args, name) < 1:
+      raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got "
+                       f"{getattr(args, name)}.")
   eval_every = min(args.eval_every, args.epochs)
   if args.epochs % eval_every:
     raise SystemExit(f"--epochs ({args.epochs}) must be a multiple of "
@@ -426,36 +481,36 @@ def main(argv=None):
     raise SystemExit(f"--engine-short-epochs ({short}) must be a multiple of "
                      f"--eval-every ({eval_every}) in [1, --epochs].")
 
+  split_cpu(args.cpu_devices)
   torch = cnn_sweep.import_torch()
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
   load_start = os.getloadavg()[0]
   start_all = time.perf_counter()
   programs = build_programs(args.epochs, eval_every)
-  shortened = {k for k in ks if k > args.engine_max and short < args.epochs}
-  short_programs = build_programs(short, eval_every) if shortened else None
   host = programs["teacher"].load()
-  data = jax.device_put(host)
-  torch_units = TorchUnits(programs, host, args.epochs, eval_every)
+  torch_units = TorchUnits(programs, host, args.epochs, eval_every,
+                           args.torch_device)
   peak = sweep.matmul_peak(args.peak_repeats)
   prepared = torch_units.prepare(min(max(ks), args.torch_max), args.seed)
 
   rows = []
   for k in ks:
-    seconds, compile_s, acc = time_engine(
-        short_programs if k in shortened else programs, data, k, args.seed,
-        args.vmap_size)
-    if k in shortened:
+    shortened = k > args.engine_max and short < args.epochs
+    timed = short // eval_every if shortened else segments
+    seconds, compile_s, acc = time_engine(programs, k, args.seed,
+                                          args.vmap_size, timed)
+    if shortened:
       print(f"K={k}: engine {short} epochs in {seconds:.2f} s",
             file=sys.stderr, flush=True)
-      seconds *= args.epochs / short
+      seconds *= segments / timed
     units = min(k, args.torch_max)
     t_seconds, t_acc = torch_units.time(prepared[:units])
     rows.append({"k": k, "engine": 3 * k / seconds,
                  "torch": 3 * units / t_seconds, "compile": compile_s,
-                 "extrapolated": units < k, "shortened": k in shortened,
+                 "extrapolated": units < k, "shortened": shortened,
                  "acc": {"engine": acc, "torch": t_acc}})
-    print(f"K={k}: engine {3 * k} trainings in {seconds:.2f} s (compile "
+    print(f"K={k}: engine {3 * k} trainings in {seconds:.2f} s (first call "
           f"{compile_s:.1f} s), PyTorch {3 * units} in {t_seconds:.2f} s",
           file=sys.stderr, flush=True)
   cnn = run_cnn(args) if args.cnn else None
@@ -473,7 +528,8 @@ def main(argv=None):
         f"float32 matmul peak {peak:.0f} GFLOP/s; load average (1 min) "
         f"{load_start:.2f} before, {load_end:.2f} after; "
         f"{time.perf_counter() - start_all:.0f} s in all"
-        + (f"; engine vmap_size {args.vmap_size}" if args.vmap_size else ""))
+        + f"; engine on {jax.device_count()} device(s), vmap_size "
+        f"{args.vmap_size}; PyTorch on {args.torch_device}")
   print(f"\n## NTDH reference unit (MLP 50-16-16-4, {args.epochs} full-batch "
         f"SGD epochs on 6,000 × 50, eval every {eval_every}; teacher, "
         "student without KD, KD student CE + KL)\n")
@@ -482,7 +538,7 @@ def main(argv=None):
         "3·K trainings.\n")
   print_table(rows, flop_training, peak)
   print_floor_and_goal(rows, flop_training, peak)
-  if shortened:
+  if any(r["shortened"] for r in rows):
     print(f"† engine timed on {short} of the {args.epochs} epochs and its "
           f"time scaled by {args.epochs / short:g}: a run's segments are "
           "identical, but the call's fixed costs are scaled too, so a lower "

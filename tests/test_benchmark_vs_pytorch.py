@@ -1,5 +1,5 @@
 """Smoke test of ``benchmarks/vs_pytorch.py`` at toy size (2 epochs, K = 2
-vmapped units, PyTorch timed on one and extrapolated, no CNN): its main entry
+units trained by the engine's groups, PyTorch timed on one and extrapolated, no CNN): its main entry
 runs in-process and prints the table with finite, positive rates, the floor
 and the goal lines, and the accuracy check. One K, not two: each K compiles
 three programs, and one K keeps the test near 15 s on 2 cores."""
@@ -36,6 +36,7 @@ def test_main_prints_the_table_with_finite_positive_rates(capsys):
   values = [float(c.rstrip("*x")) for c in cells[1:]]
   assert all(math.isfinite(v) and v > 0 for v in values), line
   assert "device note: smoke test" in out
+  assert "vmap_size 16; PyTorch on cpu" in out  # the engine's defaults
   assert "Floor:" in out and "Goal engine >= 10x the PyTorch loop" in out
   assert "| K | teacher | student without KD | KD student | KD gap |" in out
   # Same start, data and float32 math on both sides: two epochs agree.
