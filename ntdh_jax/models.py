@@ -35,6 +35,12 @@ Registered networks (``MODELS``):
   or in_channels·kh·kw). Same distribution, not torch's random numbers.
 * ``"lecun"`` — flax's defaults (LeCun-normal kernels, zero biases).
 
+``conv_grad`` (the conv models): ``"autodiff"`` (default) or
+``"canonical"``, which forms each 3×3 convolution's kernel gradient as one
+canonical convolution, several times faster inside XLA:CPU's training loops
+(``ntdh_jax.convolution``). Left out of a normalised config at its default,
+so existing run ids do not change.
+
 BatchNorm (where a model has it) uses torch's defaults — running-average
 momentum 0.1 (flax's ``momentum=0.9``), ε = 1e-5, scale 1, offset 0 — and
 follows a bias-free layer (the bias would be cancelled by the mean). Its
@@ -72,6 +78,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntdh_jax import convolution
 from ntdh_jax import validation
 
 INIT_SCHEMES = ("torch", "lecun")
@@ -106,11 +113,13 @@ def _dense(x, features: int, init_scheme: str, name: str, use_bias=True):
   return layer(x)
 
 
-def _conv(x, features: int, init_scheme: str, name: str, use_bias=True,
-          kernel=(3, 3)):
+def _conv(x, features: int, init_scheme: str, name: str, conv_grad: str,
+          use_bias=True, kernel=(3, 3)):
   fan_in = x.shape[-1] * math.prod(kernel)
   layer = nn.Conv(features, kernel, padding="SAME", use_bias=use_bias,
-                  name=name, **_initializers(init_scheme, fan_in))
+                  name=name, **_initializers(init_scheme, fan_in),
+                  conv_general_dilated=convolution.conv_general_dilated(
+                      conv_grad))
   return layer(x)
 
 
@@ -180,7 +189,7 @@ def _conv_pool_blocks(module, x, train: bool):
   """(3×3 conv → [BatchNorm] → ReLU → 2×2 max-pool) per ``module.channels``,
   inside ``module``'s compact ``__call__`` (layers ``conv_i``, ``bn_i``)."""
   for i, width in enumerate(module.channels):
-    x = _conv(x, width, module.init_scheme, f"conv_{i}",
+    x = _conv(x, width, module.init_scheme, f"conv_{i}", module.conv_grad,
               use_bias=not module.batch_norm)
     if module.batch_norm:
       x = _batch_norm(x, train, f"bn_{i}")
@@ -340,6 +349,10 @@ class SmallCNN(nn.Module):
     init_scheme: ``"torch"`` or ``"lecun"``.
     batch_norm: BatchNorm after every conv (ours).
     dropout: rate between the features and the head (ours).
+    conv_grad: how the convolutions' kernel gradients are formed,
+      ``"autodiff"`` (JAX's rule) or ``"canonical"`` (one canonical
+      convolution, several times faster inside XLA:CPU's training loops;
+      float32 rounding differs; ``ntdh_jax.convolution``).
   """
   num_classes: int = 10
   channels: Sequence[int] = (32, 64)
@@ -347,6 +360,7 @@ class SmallCNN(nn.Module):
   init_scheme: str = "torch"
   batch_norm: bool = False
   dropout: float = 0.0
+  conv_grad: str = "autodiff"
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
@@ -383,6 +397,10 @@ class ConvNet(nn.Module):
     batch_norm: BatchNorm after every conv.
     dropout: rate between the features and the head.
     init_scheme: ``"torch"`` or ``"lecun"``.
+    conv_grad: how the convolutions' kernel gradients are formed,
+      ``"autodiff"`` (JAX's rule) or ``"canonical"`` (one canonical
+      convolution, several times faster inside XLA:CPU's training loops;
+      float32 rounding differs; ``ntdh_jax.convolution``).
   """
   num_classes: int = 8
   channels: Sequence[int] = (32, 64, 128)
@@ -390,6 +408,7 @@ class ConvNet(nn.Module):
   batch_norm: bool = True
   dropout: float = 0.0
   init_scheme: str = "torch"
+  conv_grad: str = "autodiff"
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
@@ -422,17 +441,23 @@ class SegmentationNet(nn.Module):
     batch_norm: BatchNorm after every 3×3 conv.
     dropout: per-pixel rate between the features and the 1×1 head.
     init_scheme: ``"torch"`` or ``"lecun"``.
+    conv_grad: how the convolutions' kernel gradients (the
+      transposed convolutions keep JAX's rule) are formed,
+      ``"autodiff"`` (JAX's rule) or ``"canonical"`` (one canonical
+      convolution, several times faster inside XLA:CPU's training loops;
+      float32 rounding differs; ``ntdh_jax.convolution``).
   """
   num_classes: int = 13
   channels: Sequence[int] = (16, 32, 64)
   batch_norm: bool = True
   dropout: float = 0.0
   init_scheme: str = "torch"
+  conv_grad: str = "autodiff"
 
   def _block(self, x, width: int, train: bool, name: str):
     for j in range(2):
       x = _conv(x, width, self.init_scheme, f"{name}_conv_{j}",
-                use_bias=not self.batch_norm)
+                self.conv_grad, use_bias=not self.batch_norm)
       if self.batch_norm:
         x = _batch_norm(x, train, f"{name}_bn_{j}")
       x = nn.relu(x)
@@ -468,7 +493,7 @@ class SegmentationNet(nn.Module):
     features = x
     x = _dropout(features, self.dropout, train)
     logits = _conv(x, self.num_classes, self.init_scheme, "head",
-                   kernel=(1, 1))
+                   self.conv_grad, kernel=(1, 1))
     return (logits, features) if return_features else logits
 
 
@@ -490,6 +515,10 @@ _FIRST_DENSE = (MLP, MnistFC)
 # Module dataclass fields that are not part of a model config: flax's own, and
 # the class count, which the data decides.
 _NOT_CONFIG = ("parent", "name", "num_classes")
+# Fields a model gained after results were recorded: ``normalise`` leaves
+# each out while it has its default, so the runs that predate it keep their
+# run ids and signatures.
+_OMIT_AT_DEFAULT = ("conv_grad",)
 
 
 def _defaults(cls: type[nn.Module]) -> dict[str, Any]:
@@ -520,6 +549,8 @@ def _canonical(key: str, value: Any, default: Any) -> Any:
     validation.check_type(value, str, name, "a str")
     if key == "init_scheme":
       validation.check_choice(value, name, INIT_SCHEMES)
+    if key == "conv_grad":
+      validation.check_choice(value, name, convolution.CONV_GRADS)
     return value
   if isinstance(default, tuple):  # layer widths
     if isinstance(value, (str, Mapping)) or not isinstance(
@@ -543,7 +574,8 @@ def normalise(config: Mapping) -> dict:
 
   Returns:
     A new dict: ``"name"`` first, then every field of the model in its
-    declared order, lists for tuples. Idempotent, so configs spelled
+    declared order (but a field of ``_OMIT_AT_DEFAULT`` at its default),
+    lists for tuples. Idempotent, so configs spelled
     differently (defaults omitted, tuples or lists, ``0`` or ``0.0``) give
     equal dicts and equal hashes.
 
@@ -566,9 +598,11 @@ def normalise(config: Mapping) -> dict:
     raise ValueError(
         f"unknown model config key(s) {unknown} for {name!r}; valid keys: "
         f"{['name', *defaults]}.")
+  fields = {key: _canonical(key, config.get(key, default), default)
+            for key, default in defaults.items()}
   return {"name": name, **{
-      key: _canonical(key, config.get(key, default), default)
-      for key, default in defaults.items()}}
+      key: value for key, value in fields.items()
+      if not (key in _OMIT_AT_DEFAULT and value == defaults[key])}}
 
 
 class Net(NamedTuple):

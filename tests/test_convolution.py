@@ -1,0 +1,150 @@
+"""``conv_grad="canonical"``: JAX's forward and input gradient bit for bit,
+the kernel gradient equal to a float64 NumPy reference, the models' configs
+and run ids unchanged at the default, bad input refused."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from ntdh_jax import convolution
+from ntdh_jax import models
+
+LAYOUT = ("NHWC", "HWIO", "NHWC")
+
+
+def _inputs(n=3, h=7, w=5, c_in=2, c_out=4, k=3, seed=0):
+  kx, kw, kg = jax.random.split(jax.random.key(seed), 3)
+  x = jax.random.normal(kx, (n, h, w, c_in), jnp.float32)
+  rhs = jax.random.normal(kw, (k, k, c_in, c_out), jnp.float32)
+  return x, rhs, kg
+
+
+def _plain(x, rhs, padding):
+  return lax.conv_general_dilated(x, rhs, (1, 1), padding,
+                                  dimension_numbers=LAYOUT)
+
+
+def _canonical(x, rhs, padding):
+  return convolution.canonical_grad_conv(x, rhs, (1, 1), padding,
+                                         dimension_numbers=LAYOUT)
+
+
+def _kernel_grad_f64(x, g, k, padding):
+  """dK[i, j, c, o] = Σ_{n,h,w} x_pad[n, h+i, w+j, c] g[n, h, w, o], as a
+  float64 loop over the kernel taps."""
+  x, g = np.asarray(x, np.float64), np.asarray(g, np.float64)
+  (top, bottom), (left, right) = padding
+  xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  _, h_out, w_out, _ = g.shape
+  out = np.zeros((k, k, x.shape[-1], g.shape[-1]))
+  for i in range(k):
+    for j in range(k):
+      patch = xp[:, i:i + h_out, j:j + w_out, :]
+      out[i, j] = np.einsum("nhwc,nhwo->co", patch, g)
+  return out
+
+
+@pytest.mark.parametrize("padding,pads", [
+    ("SAME", ((1, 1), (1, 1))), ("VALID", ((0, 0), (0, 0))),
+    (((2, 0), (1, 2)), ((2, 0), (1, 2)))])
+def test_forward_and_input_gradient_are_jax_s_and_kernel_gradient_exact(
+    padding, pads):
+  x, rhs, kg = _inputs()
+  out = _canonical(x, rhs, padding)
+  np.testing.assert_array_equal(out, _plain(x, rhs, padding))
+  g = jax.random.normal(kg, out.shape, jnp.float32)
+  d_x, d_k = jax.vjp(lambda a, b: _canonical(a, b, padding), x, rhs)[1](g)
+  d_x_jax, d_k_jax = jax.vjp(lambda a, b: _plain(a, b, padding), x,
+                             rhs)[1](g)
+  np.testing.assert_array_equal(d_x, d_x_jax)
+  reference = _kernel_grad_f64(x, g, 3, pads)
+  np.testing.assert_allclose(d_k, reference, rtol=2e-5, atol=2e-5)
+  # The reference really is JAX's rule too (same sum, other rounding).
+  np.testing.assert_allclose(d_k_jax, reference, rtol=2e-5, atol=2e-5)
+
+
+def test_inside_a_scan_and_under_vmap_it_equals_the_plain_call():
+  """The reason it exists is the loop body: there it must still be the same
+  function; vmapped runs equal a loop of single runs."""
+  x, rhs, kg = _inputs(n=4, h=6, w=6, c_in=3, c_out=5)
+  g = jax.random.normal(kg, (4, 6, 6, 5), jnp.float32)
+  grad = lambda k: jax.vjp(lambda b: _canonical(x, b, "SAME"), k)[1](g)[0]
+  once = jax.jit(grad)(rhs)
+  looped = jax.jit(lambda k: lax.scan(lambda c, _: (c, grad(k)), 0.0, None,
+                                      length=3)[1])(rhs)
+  for step in looped:
+    np.testing.assert_allclose(step, once, rtol=1e-6, atol=1e-5)
+  kernels = jnp.stack([rhs, 2 * rhs, -rhs])
+  batched = jax.jit(jax.vmap(grad))(kernels)
+  for i, kernel in enumerate(kernels):
+    np.testing.assert_allclose(batched[i], jax.jit(grad)(kernel), rtol=1e-6,
+                               atol=1e-5)
+
+
+def test_one_trace_per_shape():
+  x, rhs, _ = _inputs()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def loss(k):
+    return jnp.sum(_canonical(x, k, "SAME") ** 2)
+
+  jax.grad(loss)(rhs)
+  jax.grad(loss)(rhs + 1.0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"window_strides": (2, 2)}, "window_strides"),
+    ({"rhs_dilation": (2, 2)}, "rhs_dilation"),
+    ({"feature_group_count": 2}, "feature_group_count"),
+    ({"dimension_numbers": ("NCHW", "OIHW", "NCHW")}, "dimension_numbers"),
+])
+def test_other_convolutions_are_refused(kwargs, match):
+  x, rhs, _ = _inputs(c_in=2, c_out=4)
+  args = {"window_strides": (1, 1), "padding": "SAME",
+          "dimension_numbers": LAYOUT, **kwargs}
+  if "feature_group_count" in kwargs:
+    rhs = rhs[:, :, :1, :]
+  with pytest.raises(ValueError, match=match):
+    convolution.canonical_grad_conv(x, rhs, **args)
+
+
+def test_unknown_conv_grad_is_refused_naming_it():
+  with pytest.raises(ValueError, match="conv_grad must be one of"):
+    convolution.conv_general_dilated("fast")
+  with pytest.raises(ValueError, match="model config 'conv_grad'"):
+    models.normalise({"name": "cnn", "conv_grad": "fast"})
+
+
+@pytest.mark.parametrize("name", ["cnn", "conv2d", "segnet"])
+def test_the_default_is_left_out_of_normalised_configs(name):
+  """Configs recorded before the field existed keep their spelling, hence
+  their run ids; a non-default value is kept; normalise is idempotent."""
+  plain = models.normalise({"name": name})
+  assert "conv_grad" not in plain
+  assert models.normalise({"name": name, "conv_grad": "autodiff"}) == plain
+  fast = models.normalise({"name": name, "conv_grad": "canonical"})
+  assert fast == {**plain, "conv_grad": "canonical"}
+  assert models.normalise(fast) == fast
+
+
+def test_the_digits_cnn_trains_the_same_function_either_way():
+  """Same logits; gradients equal to float32 rounding."""
+  x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 3))
+  labels = jnp.arange(8) % 10
+  nets = {g: models.build({"name": "cnn", "conv_grad": g}, 10)
+          for g in convolution.CONV_GRADS}
+  variables = nets["autodiff"].module.init(jax.random.key(0), x)
+
+  def loss(net, params):
+    logits = net.module.apply({"params": params}, x)
+    return jnp.mean(-jax.nn.log_softmax(logits)[jnp.arange(8), labels])
+
+  values = {g: jax.jit(jax.value_and_grad(lambda p, n=n: loss(n, p)))(
+      variables["params"]) for g, n in nets.items()}
+  assert values["autodiff"][0] == values["canonical"][0]
+  chex.assert_trees_all_close(values["canonical"][1], values["autodiff"][1],
+                              rtol=1e-5, atol=1e-6)
