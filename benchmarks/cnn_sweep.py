@@ -1,7 +1,7 @@
 """K CNN students as one vmapped program vs a loop of runs vs plain PyTorch.
 
     python benchmarks/cnn_sweep.py [--epochs 1] [--k 1,16,64]
-        [--only engine|loop|torch] [--threads N] [--loop-max 8]
+        [--only engine|canonical|loop|torch] [--threads N] [--loop-max 8]
 
 The no-KD student stage (``distill: "none"``) on the embedded digits-M view
 (``{"name": "digits"}``, 8×8×3 uint8, 1,347 train / 450 test rows) with
@@ -19,6 +19,10 @@ batch order); every run has lr 1e-3. Timed side by side in one process:
   cost as much as the timed one. XLA's batching rule turns each vmapped
   convolution (and its two gradients) into one grouped convolution
   (``feature_group_count = K``) in the compiled program.
+* ``canonical``: the same engine call with the model's
+  ``conv_grad="canonical"`` (``ntdh_jax.convolution``): each kernel
+  gradient as one canonical convolution, the form XLA:CPU runs fast inside
+  the training loop; the default ``"autodiff"`` is JAX's own rule.
 * ``loop``: the single-run ``jit(program.train)``, compiled ahead once
   (the same executable for every K) and run once on another key, then
   called K times on new keys (one ``block_until_ready`` at the end).
@@ -74,14 +78,17 @@ import numpy as np
 
 from ntdh_jax.train import stages
 
-VARIANTS = ("engine", "loop", "torch")
+VARIANTS = ("engine", "canonical", "loop", "torch")
+ENGINES = ("engine", "canonical")  # the vmapped program, conv_grad autodiff
+# and canonical
 MODEL = {"name": "cnn", "channels": [32, 64], "dense": 128}
 LR, BATCH, EVAL_BATCH = 1e-3, 64, 512
 GOAL_K, GOAL_RATIO = 64, 10.0
 
 
-def static_config(epochs: int) -> dict:
-  return {"data": {"name": "digits"}, "model": MODEL, "epochs": epochs,
+def static_config(epochs: int, conv_grad: str = "autodiff") -> dict:
+  model = {**MODEL, "conv_grad": conv_grad}
+  return {"data": {"name": "digits"}, "model": model, "epochs": epochs,
           "eval_every": epochs, "batch_size": BATCH, "optimizer": "adam",
           "eval_batch_size": EVAL_BATCH, "distill": "none"}
 
@@ -229,6 +236,8 @@ def main():
 
   load_start = os.getloadavg()[0]
   program = stages.build_program("student", static_config(args.epochs))
+  canonical = stages.build_program(
+      "student", static_config(args.epochs, "canonical"))
   data = program.load()
   n_train = data["y_train"].shape[0]
   torch_runs = (TorchRuns(data, args.epochs, args.threads)
@@ -240,9 +249,10 @@ def main():
   for k in ks:
     row = {}
     for name in variants:
-      runs = k if name == "engine" else min(k, args.loop_max)
-      if name == "engine":
-        out = time_engine(program, data, k, args.seed)
+      runs = k if name in ENGINES else min(k, args.loop_max)
+      if name in ENGINES:
+        out = time_engine(canonical if name == "canonical" else program,
+                          data, k, args.seed)
       elif name == "loop":
         out = time_loop(single, data, runs, args.seed)
       else:
@@ -250,7 +260,7 @@ def main():
       seconds, compile_s, acc = out
       row[name] = {"rate": runs / seconds, "seconds": seconds,
                    "compile": compile_s, "acc": acc, "extrapolated": runs < k}
-      compiled = f", compile {compile_s:.1f} s" if name == "engine" else ""
+      compiled = f", compile {compile_s:.1f} s" if name in ENGINES else ""
       print(f"K={k} {name}: {runs} runs in {seconds:.2f} s{compiled}, mean "
             f"test acc {acc:.3f}", file=sys.stderr, flush=True)
     rows.append((k, row))
@@ -266,32 +276,28 @@ def main():
         f"x{jax.device_count()}{torch_info}, {os.cpu_count()} cores, "
         f"load average (1 min) {load_start:.2f} before, {load_end:.2f} after")
   header = [f"{v} trainings/s" for v in variants]
-  if {"engine", "loop"} <= set(variants):
-    header.append("engine/loop")
-  if {"engine", "torch"} <= set(variants):
-    header.append("engine/torch")
+  pairs = [(a, b) for a in ENGINES for b in ("loop", "torch")
+           if {a, b} <= set(variants)]
+  header += [f"{a}/{b}" for a, b in pairs]
   header += [f"{v} acc" for v in variants]
-  if "engine" in variants:
-    header.append("engine compile s")
+  header += [f"{v} compile s" for v in variants if v in ENGINES]
   print("\n| K | " + " | ".join(header) + " |")
   print("|---" * (len(header) + 1) + "|")
   for k, row in rows:
     cells = [f"{row[v]['rate']:.3f}" + ("*" if row[v]["extrapolated"] else "")
              for v in variants]
-    for other in ("loop", "torch"):
-      if "engine" in row and other in row:
-        cells.append(f"{row['engine']['rate'] / row[other]['rate']:.2f}x")
+    cells += [f"{row[a]['rate'] / row[b]['rate']:.2f}x" for a, b in pairs]
     cells += [f"{row[v]['acc']:.3f}" for v in variants]
-    if "engine" in row:
-      cells.append(f"{row['engine']['compile']:.1f}")
+    cells += [f"{row[v]['compile']:.1f}" for v in variants if v in ENGINES]
     print(f"| {k} | " + " | ".join(cells) + " |")
   if any(c["extrapolated"] for _, row in rows for c in row.values()):
     print(f"\n* timed on the first {args.loop_max} runs, rate extrapolated.")
   goal = [row for k, row in rows if k == GOAL_K]
-  if goal and {"engine", "torch"} <= set(goal[0]):
-    ratio = goal[0]["engine"]["rate"] / goal[0]["torch"]["rate"]
-    print(f"\nGoal engine >= {GOAL_RATIO:.0f}x torch at K = {GOAL_K}: "
-          f"{ratio:.2f}x, {'met' if ratio >= GOAL_RATIO else 'NOT met'}.")
+  for engine in ENGINES:
+    if goal and {engine, "torch"} <= set(goal[0]):
+      ratio = goal[0][engine]["rate"] / goal[0]["torch"]["rate"]
+      print(f"\nGoal {engine} >= {GOAL_RATIO:.0f}x torch at K = {GOAL_K}: "
+            f"{ratio:.2f}x, {'met' if ratio >= GOAL_RATIO else 'NOT met'}.")
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
   print(f"\nPeak RSS of this process (everything above): {peak / 1024:.0f} "
         "MiB")

@@ -70,7 +70,9 @@ rounding only; on 2 cores the two sides' accuracies agreed to three decimals
 after 20 and after 1000 epochs).
 
 ``--cnn`` adds the digits CNN of ``benchmarks/cnn_sweep.py`` (no-KD student,
-Adam, batch 64, ``--cnn-epochs`` epochs at ``--cnn-ks``) from that script's
+Adam, batch 64, ``--cnn-epochs`` epochs at ``--cnn-ks``; the engine with the
+model's ``conv_grad`` at its default and at ``"canonical"``, rows ``K`` and
+``Kc``) from that script's
 own pieces (``time_engine``, ``TorchRuns``): the same table with its FLOPs
 (convolutions and dense layers, per sample forward, weight gradients and
 the input gradients of every layer but the first, over ``n_train // 64 ·
@@ -329,24 +331,29 @@ def cnn_flops_per_run(epochs: int, data: dict) -> int:
 
 
 def run_cnn(args):
-  """Rows of the digits CNN comparison, from ``cnn_sweep``'s pieces."""
-  program = stages.build_program(
-      "student", cnn_sweep.static_config(args.cnn_epochs))
-  data = program.load()
+  """Rows of the digits CNN comparison, from ``cnn_sweep``'s pieces: per K,
+  the engine with the model's ``conv_grad`` at its default (``autodiff``)
+  and at ``canonical`` (K labelled ``c``), PyTorch timed once."""
+  programs = {grad: stages.build_program(
+      "student", cnn_sweep.static_config(args.cnn_epochs, grad))
+              for grad in ("autodiff", "canonical")}
+  data = programs["autodiff"].load()
   torch_runs = cnn_sweep.TorchRuns(data, args.cnn_epochs,
                                    cnn_sweep.import_torch().get_num_threads())
   rows = []
   for k in parse_ks(args.cnn_ks):
-    seconds, compile_s, acc = cnn_sweep.time_engine(program, data, k,
-                                                    args.seed)
     runs = min(k, args.cnn_torch_max)
     t_seconds, _, t_acc = torch_runs.time(runs, args.seed)
-    rows.append({"k": k, "engine": k / seconds, "torch": runs / t_seconds,
-                 "compile": compile_s, "extrapolated": runs < k,
-                 "acc": {"engine": acc, "torch": t_acc}})
-    print(f"CNN K={k}: engine {k} runs in {seconds:.2f} s (compile "
-          f"{compile_s:.1f} s), PyTorch {runs} in {t_seconds:.2f} s",
-          file=sys.stderr, flush=True)
+    for grad, program in programs.items():
+      seconds, compile_s, acc = cnn_sweep.time_engine(program, data, k,
+                                                      args.seed)
+      rows.append({"k": f"{k}c" if grad == "canonical" else k,
+                   "engine": k / seconds, "torch": runs / t_seconds,
+                   "compile": compile_s, "extrapolated": runs < k,
+                   "acc": {"engine": acc, "torch": t_acc}})
+      print(f"CNN K={k} conv_grad {grad}: engine {k} runs in {seconds:.2f} "
+            f"s (compile {compile_s:.1f} s), PyTorch {runs} in "
+            f"{t_seconds:.2f} s", file=sys.stderr, flush=True)
   return rows, cnn_flops_per_run(args.cnn_epochs, data)
 
 
@@ -375,7 +382,7 @@ def parse_ks(text: str) -> list[int]:
 
 def print_table(rows, flop_per_training: float, peak: float):
   print("| K | engine trainings/s | PyTorch trainings/s | ratio | GFLOP/s "
-        "| % of peak | compile s |")
+        "| % of peak | setup s |")
   print("|---|---|---|---|---|---|---|")
   for r in rows:
     gflops = r["engine"] * flop_per_training / 1e9
@@ -537,6 +544,8 @@ def main(argv=None):
         f"{flop_unit / 1e9:.2f} per unit of 3); K = units per program, "
         "3·K trainings.\n")
   print_table(rows, flop_training, peak)
+  print("\nsetup: the untimed first pass (one segment of every program), "
+        "which compiles the executables.")
   print_floor_and_goal(rows, flop_training, peak)
   if any(r["shortened"] for r in rows):
     print(f"† engine timed on {short} of the {args.epochs} epochs and its "
@@ -551,6 +560,9 @@ def main(argv=None):
     print(f"{cnn_flop / 1e9:.3f} GFLOP per training; K = trainings per "
           "program.\n")
     print_table(cnn_rows, cnn_flop, peak)
+    print("\nsetup: compiling the vmapped program (cnn_sweep.time_engine). "
+          "Kc: the model's conv_grad='canonical' (ntdh_jax.convolution); "
+          "K: its default, JAX's autodiff rule.")
     print_floor_and_goal(cnn_rows, cnn_flop, peak)
     print("\nMean final test accuracy, engine / PyTorch: " + ", ".join(
         f"K = {r['k']}: {r['acc']['engine']:.3f} / {r['acc']['torch']:.3f}"
