@@ -15,10 +15,20 @@ at every step.
 convolution: the input transposed to ``[C_in, H, W, N]`` (channels as the
 batch, examples as the features) convolved with the cotangent transposed to
 ``[H, W, N, C_out]`` as the kernel, giving ``[C_in, 3, 3, C_out]``, then
-transposed to HWIO. The forward pass and the input gradient are JAX's own,
-bit for bit; the kernel gradient is the same sum in another order, so it
-differs in float32 rounding. ``"autodiff"`` (the default) keeps JAX's rule
-and the bits every recorded result was computed with.
+transposed to HWIO. For one run the forward pass and the input gradient
+are JAX's own, bit for bit; the kernel gradient is the same sum in another
+order, so it differs in float32 rounding.
+
+Under ``vmap`` (the engine's blocks of runs) JAX batches a convolution whose
+input and kernel both carry the run axis into one grouped convolution
+(``feature_group_count`` = runs), which XLA:CPU also runs several times
+slower than the runs' convolutions one after another. Here the three
+convolutions of a step (forward, input and kernel gradient) run run by run
+(``lax.map``), each the single run's own convolution, so a vmapped run's
+convolutions have the bits of the same run alone.
+
+``"autodiff"`` (the default) keeps JAX's rules and the bits every recorded
+result was computed with.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import custom_batching
 from jax import lax
 
 # name -> the ``conv_general_dilated`` flax's ``nn.Conv`` calls (``None``:
@@ -89,25 +100,51 @@ def _plain(lhs, rhs, pads, precision):
                                   precision=precision)
 
 
+@functools.cache
+def _run_by_run(pads, precision):
+  """``_plain`` whose vmap runs the batched convolutions one after another
+  (``lax.map``) instead of as one grouped convolution
+  (``feature_group_count`` = batch), which XLA:CPU runs several times
+  slower; an unbatched kernel folds the batch into the examples."""
+  conv = custom_batching.custom_vmap(
+      lambda lhs, rhs: _plain(lhs, rhs, pads, precision))
+
+  @conv.def_vmap
+  def _rule(axis_size, in_batched, lhs, rhs):
+    del axis_size
+    lhs_batched, rhs_batched = in_batched
+    if lhs_batched and rhs_batched:
+      return lax.map(lambda a: conv(*a), (lhs, rhs)), True
+    if rhs_batched:
+      return lax.map(lambda r: conv(lhs, r), rhs), True
+    out = conv(lhs.reshape((-1,) + lhs.shape[2:]), rhs)
+    return out.reshape(lhs.shape[:2] + out.shape[1:]), True
+  return conv
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(lhs, rhs, pads, precision):
-  return _plain(lhs, rhs, pads, precision)
+  return _run_by_run(pads, precision)(lhs, rhs)
 
 
 def _conv_fwd(lhs, rhs, pads, precision):
-  return _plain(lhs, rhs, pads, precision), (lhs, rhs)
+  return _conv(lhs, rhs, pads, precision), (lhs, rhs)
 
 
 def _conv_bwd(pads, precision, residuals, g):
   lhs, rhs = residuals
-  # JAX's own input gradient: its bits do not change.
-  d_lhs = jax.vjp(lambda x: _plain(x, rhs, pads, precision), lhs)[1](g)[0]
+  kh, kw = rhs.shape[:2]
+  # The input gradient as JAX's transpose rule forms it (the kernel flipped,
+  # its in/out channels swapped, the padding complemented): the same bits.
+  flipped = jnp.swapaxes(rhs[::-1, ::-1], 2, 3)
+  (top, bottom), (left, right) = pads
+  back = ((kh - 1 - top, kh - 1 - bottom), (kw - 1 - left, kw - 1 - right))
+  d_lhs = _run_by_run(back, precision)(g, flipped)
   # dK[i, j, c, o] = Σ_{n,h,w} x_pad[n, h+i, w+j, c] g[n, h, w, o]: a
   # convolution of x as [C_in, H, W, N] with g as the kernel [H, W, N, C_out].
   # The output's spatial size is H + pad_lo + pad_hi − H' + 1 = kh, kw.
-  d_rhs = lax.conv_general_dilated(
-      jnp.transpose(lhs, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)),
-      (1, 1), pads, dimension_numbers=_LAYOUT, precision=precision)
+  d_rhs = _run_by_run(pads, precision)(jnp.transpose(lhs, (3, 1, 2, 0)),
+                                       jnp.transpose(g, (1, 2, 0, 3)))
   return d_lhs, jnp.transpose(d_rhs, (1, 2, 0, 3)).astype(rhs.dtype)
 
 

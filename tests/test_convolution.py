@@ -84,6 +84,33 @@ def test_inside_a_scan_and_under_vmap_it_equals_the_plain_call():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("batched", ["both", "input", "kernel"])
+def test_vmapped_runs_are_run_by_run_single_convolutions(batched):
+  """Under vmap the convolutions run one run at a time (not as one grouped
+  convolution): outputs and both gradients equal a loop of single runs, bit
+  for bit where a run's kernel is its own."""
+  x, rhs, kg = _inputs(n=2, h=6, w=5, c_in=3, c_out=4)
+  xs = jnp.stack([x, 2 * x, x - 1]) if batched != "kernel" else x
+  ks = jnp.stack([rhs, -rhs, 0.5 * rhs]) if batched != "input" else rhs
+  g = jax.random.normal(kg, (3, 2, 6, 5, 4), jnp.float32)
+
+  def run(a, k, gi):
+    out, vjp = jax.vjp(lambda u, v: _canonical(u, v, "SAME"), a, k)
+    return (out,) + vjp(gi)
+
+  axes = (0 if batched != "kernel" else None,
+          0 if batched != "input" else None, 0)
+  mapped = jax.jit(jax.vmap(run, in_axes=axes))(xs, ks, g)
+  for i in range(3):
+    single = jax.jit(run)(xs[i] if axes[0] == 0 else xs,
+                          ks[i] if axes[1] == 0 else ks, g[i])
+    for got, want in zip(mapped, single):
+      if batched == "input":  # the batch folded into the examples
+        np.testing.assert_allclose(got[i], want, rtol=1e-6, atol=1e-5)
+      else:
+        np.testing.assert_array_equal(got[i], want)
+
+
 def test_one_trace_per_shape():
   x, rhs, _ = _inputs()
 
