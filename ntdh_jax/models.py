@@ -37,8 +37,9 @@ Registered networks (``MODELS``):
 
 ``conv_grad`` (the conv models): ``"autodiff"`` (default) or
 ``"canonical"``, which forms each 3×3 convolution's kernel gradient as one
-canonical convolution, several times faster inside XLA:CPU's training loops
-(``ntdh_jax.convolution``). Left out of a normalised config at its default,
+canonical convolution and runs vmapped runs' convolutions one after another,
+the forms XLA:CPU runs fast inside training loops (``ntdh_jax.convolution``;
+the digits CNN trains 3.6–17× faster on CPU). Left out of a normalised config at its default,
 so existing run ids do not change.
 
 BatchNorm (where a model has it) uses torch's defaults — running-average
@@ -350,9 +351,10 @@ class SmallCNN(nn.Module):
     batch_norm: BatchNorm after every conv (ours).
     dropout: rate between the features and the head (ours).
     conv_grad: how the convolutions' kernel gradients are formed,
-      ``"autodiff"`` (JAX's rule) or ``"canonical"`` (one canonical
-      convolution, several times faster inside XLA:CPU's training loops;
-      float32 rounding differs; ``ntdh_jax.convolution``).
+      ``"autodiff"`` (JAX's rules) or ``"canonical"`` (one canonical
+      convolution, vmapped runs one after another: several times faster in
+      XLA:CPU's training loops; float32 rounding differs;
+      ``ntdh_jax.convolution``).
   """
   num_classes: int = 10
   channels: Sequence[int] = (32, 64)
@@ -398,9 +400,10 @@ class ConvNet(nn.Module):
     dropout: rate between the features and the head.
     init_scheme: ``"torch"`` or ``"lecun"``.
     conv_grad: how the convolutions' kernel gradients are formed,
-      ``"autodiff"`` (JAX's rule) or ``"canonical"`` (one canonical
-      convolution, several times faster inside XLA:CPU's training loops;
-      float32 rounding differs; ``ntdh_jax.convolution``).
+      ``"autodiff"`` (JAX's rules) or ``"canonical"`` (one canonical
+      convolution, vmapped runs one after another: several times faster in
+      XLA:CPU's training loops; float32 rounding differs;
+      ``ntdh_jax.convolution``).
   """
   num_classes: int = 8
   channels: Sequence[int] = (32, 64, 128)
@@ -443,9 +446,10 @@ class SegmentationNet(nn.Module):
     init_scheme: ``"torch"`` or ``"lecun"``.
     conv_grad: how the convolutions' kernel gradients (the
       transposed convolutions keep JAX's rule) are formed,
-      ``"autodiff"`` (JAX's rule) or ``"canonical"`` (one canonical
-      convolution, several times faster inside XLA:CPU's training loops;
-      float32 rounding differs; ``ntdh_jax.convolution``).
+      ``"autodiff"`` (JAX's rules) or ``"canonical"`` (one canonical
+      convolution, vmapped runs one after another: several times faster in
+      XLA:CPU's training loops; float32 rounding differs;
+      ``ntdh_jax.convolution``).
   """
   num_classes: int = 13
   channels: Sequence[int] = (16, 32, 64)
