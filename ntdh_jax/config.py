@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from ntdh_jax import models
 from ntdh_jax.errors import UserError
 
 ConfigDict = ml_collections.ConfigDict
@@ -120,12 +121,19 @@ def valid_keys(config: ConfigDict, prefix: str = "") -> list[str]:
 
 
 def _set(config: ConfigDict, key: str, value: Any, *, parse: bool) -> None:
-  """Sets the existing leaf ``key`` of ``config`` in place."""
+  """Sets the existing leaf ``key`` of ``config`` in place; in a model
+  config (``{"name": <a model>, ...}``) also a field of that model it leaves
+  at its default (``model.conv_grad``)."""
   path = key[len("config."):] if key.startswith("config.") else key
   *parents, leaf = path.split(".")
   node = config
   for part in parents:
     node = node.get(part) if isinstance(node, ConfigDict) else None
+  if isinstance(node, ConfigDict) and leaf not in node:
+    default = models.field_defaults(node.get("name")).get(leaf)
+    if default is not None:
+      with node.unlocked():
+        node[leaf] = list(default) if isinstance(default, tuple) else default
   if not isinstance(node, ConfigDict) or leaf not in node or isinstance(
       node[leaf], ConfigDict):
     keys = valid_keys(config)

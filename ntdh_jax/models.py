@@ -525,6 +525,12 @@ _NOT_CONFIG = ("parent", "name", "num_classes")
 _OMIT_AT_DEFAULT = ("conv_grad",)
 
 
+def field_defaults(name: str) -> dict[str, Any]:
+  """``{field: default}`` of model ``name``'s config (``{}`` for a name not
+  in ``MODELS``): what a model config may set."""
+  return _defaults(MODELS[name]) if name in MODELS else {}
+
+
 def _defaults(cls: type[nn.Module]) -> dict[str, Any]:
   return {f.name: f.default for f in dataclasses.fields(cls)
           if f.name not in _NOT_CONFIG}

@@ -124,6 +124,23 @@ def test_bad_overrides_name_the_key(override, message):
     config_lib.apply_overrides(_base(), [override])
 
 
+def test_a_model_config_takes_fields_it_leaves_at_their_default():
+  """``model.conv_grad`` on a config whose model does not spell it out: set
+  in a copy (parsed as the field's type); other absent keys, and the same
+  key outside a model config, stay refused."""
+  base = _base()
+  base.model = ml_collections.ConfigDict({"name": "cnn", "dense": 128})
+  base.data = ml_collections.ConfigDict({"name": "digits"})
+  c = config_lib.apply_overrides(base, ["model.conv_grad=canonical",
+                                        "model.channels=8,16"])
+  assert c.model.to_dict() == {"name": "cnn", "dense": 128,
+                               "conv_grad": "canonical", "channels": [8, 16]}
+  assert "conv_grad" not in base.model
+  for bad in ("model.convgrad=canonical", "data.conv_grad=canonical"):
+    with pytest.raises(ValueError, match="Unknown config key"):
+      config_lib.apply_overrides(base, [bad])
+
+
 def test_expand_applies_get_hyper(tmp_path):
   path = _write(tmp_path, CONFIG_FILE + HYPER)
   base, configs, fingerprint = config_lib.load_sweep(path, ["lr=0.5"])
