@@ -40,9 +40,6 @@ import jax.numpy as jnp
 from jax import custom_batching
 from jax import lax
 
-# name -> the ``conv_general_dilated`` flax's ``nn.Conv`` calls (``None``:
-# flax's default, ``lax.conv_general_dilated``).
-CONV_GRADS = ("autodiff", "canonical")
 _LAYOUT = ("NHWC", "HWIO", "NHWC")
 
 
@@ -52,7 +49,7 @@ def conv_general_dilated(conv_grad: str):
   if conv_grad not in CONV_GRADS:
     raise ValueError(f"conv_grad must be one of {list(CONV_GRADS)}, got "
                      f"{conv_grad!r}.")
-  return None if conv_grad == "autodiff" else canonical_grad_conv
+  return CONV_GRADS[conv_grad]
 
 
 def canonical_grad_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
@@ -149,3 +146,8 @@ def _conv_bwd(pads, precision, residuals, g):
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+# name -> the ``conv_general_dilated`` flax's ``nn.Conv`` calls (``None``:
+# flax's default, ``lax.conv_general_dilated``).
+CONV_GRADS = {"autodiff": None, "canonical": canonical_grad_conv}
