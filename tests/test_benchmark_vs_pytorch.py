@@ -58,5 +58,5 @@ def test_the_prepared_gpu_script_runs_on_a_cpu_at_toy_size():
       capture_output=True, text=True, check=False, timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
   assert "device note: GPU: " in done.stdout
-  assert "PyTorch on cpu" in done.stdout
+  assert "vmap_size 1024; PyTorch on cpu" in done.stdout
   assert "Goal engine >= 10x the PyTorch loop" in done.stdout
