@@ -29,6 +29,7 @@ from ntdh_jax import experiments
 from ntdh_jax.errors import Parser
 from ntdh_jax.errors import UserError
 from ntdh_jax.errors import run_command
+from ntdh_jax.train import sharding
 from ntdh_jax.train import sweep
 
 PROG = "ntdh-sweep"
@@ -119,17 +120,6 @@ def _parse_flags(argv: Sequence[str] | None):
   return flags, overrides
 
 
-def _split_cpu(devices: int) -> None:
-  """One XLA CPU device per core: XLA runs each computation on one thread,
-  while the sweep engine runs one shard of every chunk per device, in
-  parallel. Only the CPU platform reads this flag, so GPU and TPU hosts are
-  unaffected; it must be set before JAX starts its backends."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_force_host_platform_device_count" not in flags:
-    os.environ["XLA_FLAGS"] = (
-        f"{flags} --xla_force_host_platform_device_count={devices}").strip()
-
-
 def _log_to_stderr(level: int) -> None:
   """The library's log lines on stderr: warnings (a chunk trained again, a
   wait for the lock) always, progress markers with ``--verbose``. Its own
@@ -160,7 +150,7 @@ def _run(flags, overrides) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
   flags, overrides = _parse_flags(argv)
-  _split_cpu(flags.cpu_devices)
+  sharding.split_host_cpu(flags.cpu_devices)
   _log_to_stderr(logging.INFO if flags.verbose else logging.WARNING)
   if flags.compilation_cache != "none":
     sweep.enable_compilation_cache(flags.compilation_cache)

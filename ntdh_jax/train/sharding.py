@@ -13,6 +13,7 @@ a multi-GPU host or a multi-host TPU slice; only the device count changes.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -21,6 +22,23 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 AXIS = "sweep"
+
+
+def split_host_cpu(devices: int) -> bool:
+  """The host CPU as ``devices`` XLA devices, so the engine trains one shard
+  per core in parallel (each XLA:CPU computation mostly uses one thread).
+  Only the CPU platform reads it: GPU and TPU hosts are unaffected. A device
+  count already in ``XLA_FLAGS`` (``--xla_force_host_platform_device_count``)
+  wins. Possible only before JAX starts its backends; returns whether the
+  count was set."""
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS",
+                                                              ""):
+    return False
+  try:
+    jax.config.update("jax_num_cpu_devices", devices)
+  except RuntimeError:  # the backends already started (an in-process call)
+    return False
+  return True
 
 
 def sweep_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
