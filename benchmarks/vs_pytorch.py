@@ -102,6 +102,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import cnn_sweep  # noqa: E402  pylint: disable=wrong-import-position
 import sweep  # noqa: E402  pylint: disable=wrong-import-position
 
+from ntdh_jax import convolution  # noqa: E402
 from ntdh_jax.train import sharding  # noqa: E402
 from ntdh_jax.train import stages  # noqa: E402
 from ntdh_jax.train import sweep as sweep_engine  # noqa: E402
@@ -336,7 +337,7 @@ def run_cnn(args):
   and at ``canonical`` (K labelled ``c``), PyTorch timed once."""
   programs = {grad: stages.build_program(
       "student", cnn_sweep.static_config(args.cnn_epochs, grad))
-              for grad in ("autodiff", "canonical")}
+              for grad in convolution.CONV_GRADS}
   data = programs["autodiff"].load()
   torch_runs = cnn_sweep.TorchRuns(data, args.cnn_epochs,
                                    cnn_sweep.import_torch().get_num_threads())
@@ -358,19 +359,6 @@ def run_cnn(args):
 
 
 # ------------------------------------------------------------------ printing
-
-
-def split_cpu(devices: int) -> None:
-  """The host CPU as ``devices`` XLA devices, as ``ntdh-sweep
-  --cpu_devices`` makes it (the engine trains one shard per device, in
-  parallel). Only possible before JAX starts its backends; a process that
-  already started them (a test) keeps its devices, and the header says how
-  many were used."""
-  try:
-    jax.config.update("jax_num_cpu_devices", devices)
-  except RuntimeError:
-    print(f"JAX's backends already started: --cpu-devices {devices} has no "
-          f"effect, {jax.device_count()} device(s).", file=sys.stderr)
 
 
 def parse_ks(text: str) -> list[int]:
@@ -488,7 +476,10 @@ def main(argv=None):
     raise SystemExit(f"--engine-short-epochs ({short}) must be a multiple of "
                      f"--eval-every ({eval_every}) in [1, --epochs].")
 
-  split_cpu(args.cpu_devices)
+  if not sharding.split_host_cpu(args.cpu_devices):
+    print(f"--cpu-devices {args.cpu_devices} not applied (XLA_FLAGS sets "
+          "the count, or JAX's backends already started): "
+          f"{jax.device_count()} device(s).", file=sys.stderr)
   torch = cnn_sweep.import_torch()
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
