@@ -22,7 +22,8 @@ batch order); every run has lr 1e-3. Timed side by side in one process:
 * ``canonical``: the same engine call with the model's
   ``conv_grad="canonical"`` (``ntdh_jax.convolution``): each kernel
   gradient as one canonical convolution, the form XLA:CPU runs fast inside
-  the training loop; the default ``"autodiff"`` is JAX's own rule.
+  the training loop, and the K runs' convolutions one after another instead
+  of one grouped convolution; the default ``"autodiff"`` is JAX's own rules.
 * ``loop``: the single-run ``jit(program.train)``, compiled ahead once
   (the same executable for every K) and run once on another key, then
   called K times on new keys (one ``block_until_ready`` at the end).
@@ -79,8 +80,8 @@ import numpy as np
 from ntdh_jax.train import stages
 
 VARIANTS = ("engine", "canonical", "loop", "torch")
-ENGINES = ("engine", "canonical")  # the vmapped program, conv_grad autodiff
-# and canonical
+# The vmapped program with the model's conv_grad "autodiff" and "canonical".
+ENGINES = ("engine", "canonical")
 MODEL = {"name": "cnn", "channels": [32, 64], "dense": 128}
 LR, BATCH, EVAL_BATCH = 1e-3, 64, 512
 GOAL_K, GOAL_RATIO = 64, 10.0

@@ -35,12 +35,14 @@ Registered networks (``MODELS``):
   or in_channels·kh·kw). Same distribution, not torch's random numbers.
 * ``"lecun"`` — flax's defaults (LeCun-normal kernels, zero biases).
 
-``conv_grad`` (the conv models): ``"autodiff"`` (default) or
-``"canonical"``, which forms each 3×3 convolution's kernel gradient as one
-canonical convolution and runs vmapped runs' convolutions one after another,
-the forms XLA:CPU runs fast inside training loops (``ntdh_jax.convolution``;
-the digits CNN trains 3.6–17× faster on CPU). Left out of a normalised config at its default,
-so existing run ids do not change.
+``conv_grad`` (the conv models ``cnn``, ``conv2d``, ``segnet``): the
+name of the convolution in ``ntdh_jax.convolution.CONV_GRADS``.
+``"autodiff"`` (default) is JAX's; ``"canonical"`` forms each kernel
+gradient as one canonical convolution and runs vmapped runs' convolutions
+one after another, the forms XLA:CPU runs fast inside training loops (same
+function, other float32 rounding). The transposed convolutions of
+``segnet`` keep JAX's rules. Left out of a normalised config at its
+default, so existing run ids do not change.
 
 BatchNorm (where a model has it) uses torch's defaults — running-average
 momentum 0.1 (flax's ``momentum=0.9``), ε = 1e-5, scale 1, offset 0 — and
@@ -350,11 +352,7 @@ class SmallCNN(nn.Module):
     init_scheme: ``"torch"`` or ``"lecun"``.
     batch_norm: BatchNorm after every conv (ours).
     dropout: rate between the features and the head (ours).
-    conv_grad: how the convolutions' kernel gradients are formed,
-      ``"autodiff"`` (JAX's rules) or ``"canonical"`` (one canonical
-      convolution, vmapped runs one after another: several times faster in
-      XLA:CPU's training loops; float32 rounding differs;
-      ``ntdh_jax.convolution``).
+    conv_grad: ``"autodiff"`` or ``"canonical"`` (module docstring).
   """
   num_classes: int = 10
   channels: Sequence[int] = (32, 64)
@@ -399,11 +397,7 @@ class ConvNet(nn.Module):
     batch_norm: BatchNorm after every conv.
     dropout: rate between the features and the head.
     init_scheme: ``"torch"`` or ``"lecun"``.
-    conv_grad: how the convolutions' kernel gradients are formed,
-      ``"autodiff"`` (JAX's rules) or ``"canonical"`` (one canonical
-      convolution, vmapped runs one after another: several times faster in
-      XLA:CPU's training loops; float32 rounding differs;
-      ``ntdh_jax.convolution``).
+    conv_grad: ``"autodiff"`` or ``"canonical"`` (module docstring).
   """
   num_classes: int = 8
   channels: Sequence[int] = (32, 64, 128)
@@ -444,12 +438,7 @@ class SegmentationNet(nn.Module):
     batch_norm: BatchNorm after every 3×3 conv.
     dropout: per-pixel rate between the features and the 1×1 head.
     init_scheme: ``"torch"`` or ``"lecun"``.
-    conv_grad: how the convolutions' kernel gradients (the
-      transposed convolutions keep JAX's rule) are formed,
-      ``"autodiff"`` (JAX's rules) or ``"canonical"`` (one canonical
-      convolution, vmapped runs one after another: several times faster in
-      XLA:CPU's training loops; float32 rounding differs;
-      ``ntdh_jax.convolution``).
+    conv_grad: ``"autodiff"`` or ``"canonical"`` (module docstring).
   """
   num_classes: int = 13
   channels: Sequence[int] = (16, 32, 64)
