@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
+import sys
 import time
 
 import jax
@@ -46,7 +48,12 @@ import jax.numpy as jnp
 
 from ntdh_jax.train import stages
 
-N, DIMS, LR = 6000, ((50, 16), (16, 16), (16, 4)), 0.01
+# vs_pytorch.py sits beside this script (not a package): the reference
+# preset's static config.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import vs_pytorch  # noqa: E402  pylint: disable=wrong-import-position
+
+N, DIMS, LR = 6000, ((50, 16), (16, 16), (16, 4)), vs_pytorch.LR
 BASELINE = "batched/16"
 
 
@@ -110,11 +117,8 @@ def variants(epochs: int) -> dict:
 
 def engine_program(k: int, epochs: int):
   """The engine's teacher program over K runs in blocks of 16."""
-  program = stages.build_program("teacher", {
-      "data": {"name": "ntdh", "random_state": 42},
-      "model": {"name": "mlp", "hidden": [16, 16], "init_scheme": "torch"},
-      "epochs": epochs, "eval_every": epochs, "batch_size": 0,
-      "optimizer": "sgd"})
+  program = stages.build_program("teacher",
+                                 vs_pytorch.static_config(epochs, epochs))
   data = jax.device_put(program.load())
   hp = {"gamma": jnp.full(k, 0.5), "lr": jnp.full(k, LR),
         "momentum": jnp.zeros(k)}
