@@ -8,8 +8,10 @@ cores."""
 
 import importlib.util
 import math
+import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
@@ -55,7 +57,11 @@ def test_the_prepared_gpu_script_runs_on_a_cpu_at_toy_size():
   done = subprocess.run(
       ["bash", str(script), "--ks", "2", "--epochs", "2", "--torch-max", "1",
        "--peak-repeats", "1", "--torch-device", "cpu", "--cpu-devices", "1"],
-      capture_output=True, text=True, check=False, timeout=600)
+      capture_output=True, text=True, check=False, timeout=600,
+      # The script calls ``python``: the interpreter running the tests, as
+      # an activated environment would have it.
+      env={**os.environ, "PATH": os.pathsep.join(
+          [os.path.dirname(sys.executable), os.environ.get("PATH", "")])})
   assert done.returncode == 0, done.stderr[-2000:]
   assert "device note: GPU: " in done.stdout
   assert "vmap_size 1024; PyTorch on cpu" in done.stdout
