@@ -24,7 +24,7 @@ input and kernel both carry the run axis into one grouped convolution
 (``feature_group_count`` = runs), which XLA:CPU also runs several times
 slower than the runs' convolutions one after another. Here the three
 convolutions of a step (forward, input and kernel gradient) run run by run
-(``lax.map``), each the single run's own convolution, so a vmapped run's
+(``_per_run``), each the single run's own convolution, so a vmapped run's
 convolutions have the bits of the same run alone.
 
 ``"autodiff"`` (the default) keeps JAX's rules and the bits every recorded
@@ -41,6 +41,7 @@ from jax import custom_batching
 from jax import lax
 
 _LAYOUT = ("NHWC", "HWIO", "NHWC")
+_UNROLL = 64  # runs per lax.map step under vmap (_per_run)
 
 
 def conv_general_dilated(conv_grad: str):
@@ -100,7 +101,7 @@ def _plain(lhs, rhs, pads, precision):
 @functools.cache
 def _run_by_run(pads, precision):
   """``_plain`` whose vmap runs the batched convolutions one after another
-  (``lax.map``) instead of as one grouped convolution
+  (``_per_run``) instead of as one grouped convolution
   (``feature_group_count`` = batch), which XLA:CPU runs several times
   slower; an unbatched kernel folds the batch into the examples."""
   conv = custom_batching.custom_vmap(
@@ -108,15 +109,29 @@ def _run_by_run(pads, precision):
 
   @conv.def_vmap
   def _rule(axis_size, in_batched, lhs, rhs):
-    del axis_size
     lhs_batched, rhs_batched = in_batched
     if lhs_batched and rhs_batched:
-      return lax.map(lambda a: conv(*a), (lhs, rhs)), True
+      return _per_run(conv, axis_size, (lhs, rhs)), True
     if rhs_batched:
-      return lax.map(lambda r: conv(lhs, r), rhs), True
+      return _per_run(lambda r: conv(lhs, r), axis_size, (rhs,)), True
     out = conv(lhs.reshape((-1,) + lhs.shape[2:]), rhs)
     return out.reshape(lhs.shape[:2] + out.shape[1:]), True
   return conv
+
+
+def _per_run(fn, size: int, operands):
+  """``fn`` of each run's slices of ``operands`` (run axis first), stacked:
+  ``_UNROLL`` runs written out one after another per ``lax.map`` step.
+  XLA:CPU runs the independent convolutions of a step concurrently: a
+  digits-CNN training step of 16 (64) vmapped runs ran 1.3× (1.7×) faster
+  than with one run per step, and 4 steps of 16 runs only 1.2× faster at
+  64 (one-off timings; compile 6 s with 64 runs written out, 1 s with one
+  per step). The map bounds a wide block's program size. A step of
+  fewer runs (``lax.map``'s vmap of ``fn``) comes back here and is written
+  out."""
+  if size <= _UNROLL:
+    return jnp.stack([fn(*(x[i] for x in operands)) for i in range(size)])
+  return lax.map(lambda xs: fn(*xs), operands, batch_size=_UNROLL)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

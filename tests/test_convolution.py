@@ -79,11 +79,15 @@ def test_inside_a_scan_it_is_the_same_function():
     np.testing.assert_allclose(step, once, rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("unroll", [convolution._UNROLL, 2, 1])
 @pytest.mark.parametrize("batched", ["both", "input", "kernel"])
-def test_vmapped_runs_are_run_by_run_single_convolutions(batched):
+def test_vmapped_runs_are_run_by_run_single_convolutions(batched, unroll,
+                                                         monkeypatch):
   """Under vmap the convolutions run one run at a time (not as one grouped
   convolution): outputs and both gradients equal a loop of single runs, bit
-  for bit where a run's kernel is its own."""
+  for bit where a run's kernel is its own; written out, or in lax.map steps
+  of ``unroll`` runs (3 runs: one step of 2 and a remainder of 1)."""
+  monkeypatch.setattr(convolution, "_UNROLL", unroll)
   x, rhs, kg = _inputs(n=2, h=6, w=5, c_in=3, c_out=4)
   xs = jnp.stack([x, 2 * x, x - 1]) if batched != "kernel" else x
   ks = jnp.stack([rhs, -rhs, 0.5 * rhs]) if batched != "input" else rhs
