@@ -39,9 +39,9 @@ Registered networks (``MODELS``):
 name of the convolution in ``ntdh_jax.convolution.CONV_GRADS``.
 ``"autodiff"`` (default) is JAX's; ``"canonical"`` forms each kernel
 gradient as one canonical convolution and runs vmapped runs' convolutions
-one after another, the forms XLA:CPU runs fast inside training loops (same
-function, other float32 rounding). The transposed convolutions of
-``segnet`` keep JAX's rules. Left out of a normalised config at its
+as separate single-run ones, the forms XLA:CPU runs fast inside training
+loops (same function, other float32 rounding). The transposed convolutions
+of ``segnet`` keep JAX's rules. Left out of a normalised config at its
 default, so existing run ids do not change.
 
 The 2×2 max-pools of ``cnn``, ``conv2d`` and ``segnet`` are
