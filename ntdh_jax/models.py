@@ -38,15 +38,12 @@ Registered networks (``MODELS``):
 ``conv_grad`` (the conv models ``cnn``, ``conv2d``, ``segnet``): the
 name of the convolution in ``ntdh_jax.convolution.CONV_GRADS``.
 ``"autodiff"`` (default) is JAX's; ``"canonical"`` forms each kernel
-gradient as one canonical convolution and runs vmapped runs' convolutions
-as separate single-run ones, the forms XLA:CPU runs fast inside training
-loops (same function, other float32 rounding). The transposed convolutions
-of ``segnet`` keep JAX's rules. Left out of a normalised config at its
-default, so existing run ids do not change.
-
-The 2×2 max-pools of ``cnn``, ``conv2d`` and ``segnet`` are
-``ntdh_jax.pooling.max_pool_2x2``: ``nn.max_pool``'s values and gradient
-bits in a form XLA:CPU runs faster.
+gradient as one canonical convolution, runs vmapped runs' convolutions as
+separate single-run ones and differentiates the 2×2 max-pools by selecting
+each window's first maximum (``ntdh_jax.pooling``), the forms XLA:CPU runs
+fast inside training loops (same function, other float32 rounding). The
+transposed convolutions of ``segnet`` keep JAX's rules. Left out of a
+normalised config at its default, so existing run ids do not change.
 
 BatchNorm (where a model has it) uses torch's defaults — running-average
 momentum 0.1 (flax's ``momentum=0.9``), ε = 1e-5, scale 1, offset 0 — and
@@ -201,7 +198,7 @@ def _conv_pool_blocks(module, x, train: bool):
               use_bias=not module.batch_norm)
     if module.batch_norm:
       x = _batch_norm(x, train, f"bn_{i}")
-    x = pooling.max_pool_2x2(nn.relu(x))
+    x = pooling.MAX_POOLS[module.conv_grad](nn.relu(x))
   return x
 
 
@@ -481,7 +478,7 @@ class SegmentationNet(nn.Module):
     skips = []
     for i, width in enumerate(self.channels):
       if i:
-        x = pooling.max_pool_2x2(x)
+        x = pooling.MAX_POOLS[self.conv_grad](x)
       x = self._block(x, width, train, f"down_{i}")
       skips.append(x)
     for i in reversed(range(len(self.channels) - 1)):

@@ -1,7 +1,7 @@
-"""``pooling.max_pool_2x2``: ``nn.max_pool``'s values and gradients bit for
-bit (ties, odd sizes, signed zeros, infinities, under vmap), a float64
-NumPy reference for the routing, forward mode, one trace, bad input
-refused."""
+"""``pooling``: ``max_pool_2x2`` has ``nn.max_pool``'s values and gradients
+bit for bit (ties, odd sizes, signed zeros, infinities, under vmap), a
+float64 NumPy reference for the routing, forward mode, one trace, bad input
+refused; ``MAX_POOLS`` gives the default's conv models flax's pool."""
 
 import chex
 import flax.linen as nn
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ntdh_jax import convolution
 from ntdh_jax import models
 from ntdh_jax import pooling
 
@@ -125,10 +126,17 @@ def test_bad_shape_is_refused(shape):
     pooling.max_pool_2x2(jnp.zeros(shape))
 
 
+def test_one_pool_per_conv_grad():
+  assert set(pooling.MAX_POOLS) == set(convolution.CONV_GRADS)
+  assert pooling.MAX_POOLS["autodiff"] is pooling.flax_max_pool_2x2
+
+
 @pytest.mark.parametrize("name", ["cnn", "conv2d", "segnet"])
-def test_models_train_with_flax_bits(name, monkeypatch):
-  """A model's gradients are the same with ``nn.max_pool`` in its place."""
-  net = models.build({"name": name, "channels": [4, 8]}, 3)
+def test_canonical_models_have_flax_pool_gradients(name, monkeypatch):
+  """A ``canonical`` model's gradients are the same with flax's pool in the
+  place of ``max_pool_2x2`` (eagerly, op by op: no fusion in between)."""
+  net = models.build({"name": name, "channels": [4, 8],
+                      "conv_grad": "canonical"}, 3)
   x = _tied((2, 8, 8, 3), seed=8) / 2
   variables = net.init(jax.random.key(0), x[:1])
 
@@ -136,8 +144,10 @@ def test_models_train_with_flax_bits(name, monkeypatch):
     def loss(params):
       logits, _, _ = net.apply({**variables, "params": params}, x, train=True)
       return jnp.sum(logits ** 2)
-    return jax.grad(loss)(variables["params"])
+    with jax.disable_jit():
+      return jax.grad(loss)(variables["params"])
 
   ours = grads()
-  monkeypatch.setattr(pooling, "max_pool_2x2", _flax)
+  monkeypatch.setitem(pooling.MAX_POOLS, "canonical",
+                      pooling.flax_max_pool_2x2)
   chex.assert_trees_all_equal(ours, grads())
