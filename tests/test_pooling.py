@@ -77,11 +77,19 @@ def test_signed_zeros_and_infinities_are_flax_bits():
       np.asarray(_vjp(_flax, x, g)))
 
 
-def test_nan_propagates_forward_like_flax():
+def test_a_window_holding_a_nan_passes_no_gradient():
+  """The forward pass is flax's (NaN maximum); that window's gradient is
+  zero and the other windows' are flax's."""
   x = _tied((1, 4, 4, 1)).at[0, 0, 1, 0].set(jnp.nan)
   y = pooling.max_pool_2x2(x)
-  np.testing.assert_array_equal(np.asarray(y), np.asarray(_flax(x)))
   assert np.isnan(np.asarray(y)[0, 0, 0, 0])
+  g = jnp.arange(1.0, 5.0, dtype=jnp.float32).reshape(1, 2, 2, 1)
+  ours = np.array(_vjp(pooling.max_pool_2x2, x, g))
+  np.testing.assert_array_equal(ours[0, :2, :2], 0)
+  flax = np.array(_vjp(_flax, x, g))
+  ours[0, :2, :2] = flax[0, :2, :2] = 0
+  np.testing.assert_array_equal(ours, flax)
+  assert np.count_nonzero(ours) == 3  # one element in each other window
 
 
 def test_vmapped_gradient_equals_looped_and_flax():
