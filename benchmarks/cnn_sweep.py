@@ -22,9 +22,10 @@ batch order); every run has lr 1e-3. Timed side by side in one process:
 * ``canonical``: the same engine call with the model's
   ``conv_grad="canonical"`` (``ntdh_jax.convolution``): each kernel
   gradient as one canonical convolution, the form XLA:CPU runs fast inside
-  the training loop, and the K runs' convolutions as separate single-run
-  ones instead of one grouped convolution; the default ``"autodiff"`` is
-  JAX's own rules.
+  the training loop, the K runs' convolutions as separate single-run ones
+  instead of one grouped convolution, and the max-pools' gradients taken by
+  selects instead of a ``select_and_scatter`` (``ntdh_jax.pooling``); the
+  default ``"autodiff"`` is JAX's own rules.
 * ``loop``: the single-run ``jit(program.train)``, compiled ahead once
   (the same executable for every K) and run once on another key, then
   called K times on new keys (one ``block_until_ready`` at the end).
